@@ -1,0 +1,38 @@
+"""``policy-accel``: train, evaluate and benchmark accelerated diffusion policies.
+
+Each command lives in its own module ``policy_accel/cli/<command>_cmd.py`` with a
+``run(args: list[str]) -> None``; most take hydra ``key=value`` overrides of their
+config in ``configs/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("policy_accel.cli.train_cmd", "train a Diffusion Policy teacher (configs/train.yaml)"),
+    "eval": ("policy_accel.cli.eval_cmd", "roll out a checkpoint + sampler on seeded PushT episodes (configs/eval.yaml)"),
+    "replay-demos": ("policy_accel.cli.replay_demos_cmd", "replay the human demos in the simulator: PATH to the zarr"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "usage: policy-accel COMMAND [args | key=value ...]\n\ncommands:\n" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        raise SystemExit(f"policy-accel: unknown command '{command}'\n{usage()}")
+    importlib.import_module(COMMANDS[command][0]).run(rest)
+
+
+if __name__ == "__main__":
+    main()

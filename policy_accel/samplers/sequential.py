@@ -1,0 +1,52 @@
+"""The baseline: one network call per solver step, in order (DDPM-100, DDIM-k, DPM-Solver-k)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, check_cond
+from policy_accel.samplers.solvers import StepSolver
+
+
+def draw_noise(solver: StepSolver, shape: tuple[int, int, int], generator: torch.Generator | None,
+               dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Initial noise and every step's noise, drawn up front in one call: ``(steps + 1, B, T, D)``.
+
+    Drawing everything first makes a stochastic solve a deterministic function of this
+    tensor, so sequential and Picard samplers given the same generator return the same chunk.
+    Deterministic solvers only use row 0, but draw the same tensor so both kinds consume
+    the generator identically.
+    """
+    return torch.randn((solver.num_steps + 1, *shape), generator=generator, dtype=dtype, device=device)
+
+
+class SequentialSampler:
+    """Run ``solver`` step by step: ``num_steps`` rounds, one network evaluation each."""
+
+    def __init__(self, solver: StepSolver, name: str | None = None) -> None:
+        self.solver = solver
+        self.name = name or f"{solver.name}-{solver.num_steps}"
+
+    @torch.inference_mode()
+    def sample(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int],
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+               **_: Any) -> SampleOutput:
+        check_cond(cond, shape)
+        solver = self.solver
+        if noise is None:
+            noise = draw_noise(solver, shape, generator, cond.dtype, cond.device)
+        elif noise.shape != (solver.num_steps + 1, *shape):
+            raise ValueError(f"noise must have shape {(solver.num_steps + 1, *shape)}, got {tuple(noise.shape)}")
+        noise_std = solver.noise_std.to(noise)
+        x = noise[0]
+        batch = shape[0]
+        for i in range(solver.num_steps):
+            index = torch.full((batch,), i, dtype=torch.long)
+            eps = denoiser(x, solver.timesteps[index], cond)
+            x = solver.mean_next(eps, index, x)
+            if solver.stochastic:
+                x = x + noise_std[i] * noise[i + 1]
+        stats = SampleStats(nfe=solver.num_steps, rounds=solver.num_steps)
+        return SampleOutput(sample=x, stats=stats)
