@@ -126,11 +126,13 @@ class ReplayBuffer:
         if self.data and set(episode) != set(self.data):
             raise ReplayBufferError(
                 f"episode keys {sorted(episode)} differ from buffer keys {sorted(self.data)}")
+        # Check every key before touching any, so a rejected episode leaves the buffer intact.
+        for key, value in episode.items():
+            if key in self.data and value.shape[1:] != self.data[key].shape[1:]:
+                raise ReplayBufferError(
+                    f"'{key}' has per-step shape {value.shape[1:]}, buffer has {self.data[key].shape[1:]}")
         for key, value in episode.items():
             if key in self.data:
-                if value.shape[1:] != self.data[key].shape[1:]:
-                    raise ReplayBufferError(
-                        f"'{key}' has per-step shape {value.shape[1:]}, buffer has {self.data[key].shape[1:]}")
                 self.data[key] = np.concatenate([self.data[key], value.astype(self.data[key].dtype)])
             else:
                 self.data[key] = value.copy()

@@ -32,9 +32,11 @@ def split_episodes(n_episodes: int, val_ratio: float, seed: int) -> np.ndarray:
 def window_indices(episode_ends: np.ndarray, horizon: int, pad_before: int, pad_after: int,
                    episode_mask: np.ndarray | None = None) -> np.ndarray:
     """All windows of the selected episodes as rows ``[buffer_start, buffer_end,
-    window_start, window_end]`` (int64)."""
+    window_start, window_end]`` (int64). Pads are clamped to ``horizon - 1``."""
     if horizon < 1 or pad_before < 0 or pad_after < 0:
         raise ValueError(f"need horizon >= 1 and pads >= 0, got {horizon}, {pad_before}, {pad_after}")
+    # As Diffusion Policy: a pad of horizon or more would give windows with no real step.
+    pad_before, pad_after = min(pad_before, horizon - 1), min(pad_after, horizon - 1)
     if episode_mask is None:
         episode_mask = np.ones(len(episode_ends), dtype=bool)
     rows = []

@@ -1,41 +1,78 @@
-"""Samplers: every way of turning noise into an action chunk, behind one protocol."""
+"""Samplers: every way of turning noise into an action chunk, behind one protocol.
+
+Names: ``ddpm``, ``ddim``, ``dpmsolver`` (sequential solvers) and ``paraddpm``,
+``paraddim``, ``paradpmsolver`` (their Picard-parallel versions; ``picard`` is an
+alias of ``paraddpm``), each optionally suffixed by a step count (``ddim-10``).
+"""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping
 
 from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, Sampler
+from policy_accel.samplers.picard import PicardSampler
 from policy_accel.samplers.sequential import SequentialSampler
-from policy_accel.samplers.solvers import DEFAULT_NOISE_SCHEDULER, DDIMSolver, DDPMSolver, StepSolver
+from policy_accel.samplers.solvers import DEFAULT_NOISE_SCHEDULER, SOLVERS, StepSolver
 
-SOLVERS = {"ddpm": DDPMSolver, "ddim": DDIMSolver}
-SAMPLER_KINDS = ("ddpm", "ddim")
+ALIASES = {"picard": "paraddpm"}
+PICARD_OPTIONS = ("window", "tolerance", "max_iterations", "auto_candidates")
+SAMPLER_KINDS = tuple(SOLVERS) + tuple(f"para{k}" for k in SOLVERS) + tuple(ALIASES)
 
 
-def build_sampler(spec: str | Mapping[str, Any] | Sampler,
-                  noise_scheduler: Mapping[str, Any] | None = None) -> Sampler:
-    """A sampler from a name (``"ddpm"``, ``"ddim-10"``), a config mapping
-    (``{"name": "ddim", "num_steps": 16}``) or an existing sampler object."""
-    if isinstance(spec, Sampler) and not isinstance(spec, (str, Mapping)):
-        return spec
+def parse_sampler_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """``"ddim-10"`` or ``{"name": "ddim", "num_steps": 10}`` -> option dict with ``name``."""
     if isinstance(spec, str):
-        kind, _, steps = spec.partition("-")
+        kind, _, steps = spec.strip().partition("-")
         options: dict[str, Any] = {"name": kind}
         if steps:
             if not steps.isdigit():
                 raise ValueError(f"sampler '{spec}': step count '{steps}' is not an integer")
             options["num_steps"] = int(steps)
-    elif isinstance(spec, Mapping):
+        return options
+    if isinstance(spec, Mapping):
         options = dict(spec)
-    else:
+        if "name" in options and isinstance(options["name"], str) and "-" in options["name"]:
+            options = {**parse_sampler_spec(options["name"]), **{k: v for k, v in options.items() if k != "name"}}
+        return options
+    raise TypeError(f"sampler must be a name, a mapping or a Sampler, got {type(spec).__name__}")
+
+
+def build_sampler(spec: str | Mapping[str, Any] | Sampler,
+                  noise_scheduler: Mapping[str, Any] | None = None, **overrides: Any) -> Sampler:
+    """A sampler from a name (``"ddpm"``, ``"paraddim-16"``), a config mapping
+    (``{"name": "paraddpm", "window": "auto", "tolerance": 0.1}``) or an existing sampler
+    object (returned as is). ``overrides`` are merged into the options."""
+    if not isinstance(spec, (str, Mapping)):
+        if isinstance(spec, Sampler):
+            if overrides:
+                raise ValueError("options cannot be applied to an already built sampler object")
+            return spec
         raise TypeError(f"sampler must be a name, a mapping or a Sampler, got {type(spec).__name__}")
-    kind = options.pop("name", None)
-    if kind not in SAMPLER_KINDS:
-        raise ValueError(f"unknown sampler '{kind}'; choose one of {list(SAMPLER_KINDS)}")
-    schedule = dict(noise_scheduler or DEFAULT_NOISE_SCHEDULER)
+    options = {**parse_sampler_spec(spec), **overrides}
+    kind = ALIASES.get(options.get("name"), options.get("name"))
+    options.pop("name", None)
     label = options.pop("label", None)
-    solver: StepSolver = SOLVERS[kind](schedule, **options)
+    parallel = isinstance(kind, str) and kind.startswith("para") and kind[4:] in SOLVERS
+    solver_kind = kind[4:] if parallel else kind
+    if solver_kind not in SOLVERS:
+        raise ValueError(f"unknown sampler '{kind}'; choose one of {list(SAMPLER_KINDS)}")
+    picard_options = {k: options.pop(k) for k in PICARD_OPTIONS if k in options}
+    if picard_options and not parallel:
+        raise ValueError(f"options {sorted(picard_options)} only apply to Picard samplers (para*)")
+    solver_cls = SOLVERS[solver_kind]
+    accepted = set(inspect.signature(solver_cls.__init__).parameters) - {"self", "noise_scheduler"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for sampler '{kind}'; "
+                         f"accepted: {sorted(accepted | set(PICARD_OPTIONS if parallel else ()))}")
+    solver: StepSolver = solver_cls(dict(noise_scheduler or DEFAULT_NOISE_SCHEDULER), **options)
+    if parallel:
+        if "auto_candidates" in picard_options and picard_options["auto_candidates"] is not None:
+            picard_options["auto_candidates"] = tuple(int(w) for w in picard_options["auto_candidates"])
+        return PicardSampler(solver, name=label, **picard_options)
     return SequentialSampler(solver, name=label)
 
 
-__all__ = ["Denoiser", "SampleOutput", "SampleStats", "Sampler", "SequentialSampler", "build_sampler"]
+__all__ = ["Denoiser", "PicardSampler", "SampleOutput", "SampleStats", "Sampler", "SequentialSampler",
+           "build_sampler", "parse_sampler_spec", "SAMPLER_KINDS"]

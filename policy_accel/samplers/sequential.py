@@ -40,12 +40,12 @@ class SequentialSampler:
         elif noise.shape != (solver.num_steps + 1, *shape):
             raise ValueError(f"noise must have shape {(solver.num_steps + 1, *shape)}, got {tuple(noise.shape)}")
         noise_std = solver.noise_std.to(noise)
-        x = noise[0]
+        x, x0 = noise[0], None
         batch = shape[0]
         for i in range(solver.num_steps):
             index = torch.full((batch,), i, dtype=torch.long)
             eps = denoiser(x, solver.timesteps[index], cond)
-            x = solver.mean_next(eps, index, x)
+            x, x0 = solver.mean_next(eps, index, x, x0)
             if solver.stochastic:
                 x = x + noise_std[i] * noise[i + 1]
         stats = SampleStats(nfe=solver.num_steps, rounds=solver.num_steps)

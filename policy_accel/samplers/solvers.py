@@ -1,18 +1,27 @@
-"""Single solver steps (DDPM, DDIM) taken from diffusers' schedulers, vectorised over steps.
+"""Solver steps (DDPM, DDIM, DPM-Solver++) as per-step coefficients, vectorised over steps.
 
-Sequential and Picard samplers share these steps: a step maps ``(x_i, eps(x_i, t_i))``
-to the mean of ``x_{i+1}``; stochastic solvers add ``noise_std[i] * z_i`` with ``z_i``
-drawn up front. Taking the update from diffusers' ``*ParallelScheduler.batch_step_no_noise``
-(the same step diffusers' own ParaDiGMS pipeline uses) means each row of a batch may
-sit at a different timestep, which is what a Picard window needs.
+Every solver here updates a sample in the same affine form::
+
+    x0   = clip(P[i] * x + Q[i] * eps)                        predicted clean chunk
+    mean = A[i] * x0 + B[i] * x + C[i] * eps + E[i] * x0_prev  mean of the next sample
+    next = mean + noise_std[i] * z_i                           z_i drawn up front
+
+``x0_prev`` is the previous step's ``x0`` (DPM-Solver++'s second-order multistep term).
+The coefficients are read off the diffusers scheduler of each solver (its
+``alphas_cumprod``, timesteps and sigmas), and the tests check each step against that
+scheduler's own ``step``. One affine form serves the sequential samplers and the Picard
+sampler alike: a Picard window evaluates rows at many different steps in one batch,
+which is just a gather of these coefficient vectors.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
-from diffusers import DDIMParallelScheduler, DDPMParallelScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 # Diffusion Policy's PushT noise schedule (DDPMScheduler config).
 DEFAULT_NOISE_SCHEDULER: dict[str, Any] = {
@@ -25,69 +34,184 @@ DEFAULT_NOISE_SCHEDULER: dict[str, Any] = {
     "prediction_type": "epsilon",
 }
 
-_SHARED_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "clip_sample",
-                "prediction_type")
+_SHARED_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
 
 
 def shared_schedule(noise_scheduler: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys of a training noise-scheduler config that every solver must share."""
+    """Validated training noise-scheduler config, merged over the defaults."""
     unknown = set(noise_scheduler) - set(DEFAULT_NOISE_SCHEDULER) - {"clip_sample_range"}
     if unknown:
         raise ValueError(f"unknown noise scheduler keys {sorted(unknown)}; known: {sorted(DEFAULT_NOISE_SCHEDULER)}")
     merged = {**DEFAULT_NOISE_SCHEDULER, **noise_scheduler}
-    return {k: merged[k] for k in _SHARED_KEYS}
+    if merged["prediction_type"] != "epsilon":
+        raise ValueError(f"samplers expect an epsilon-prediction network, got '{merged['prediction_type']}'")
+    return merged
+
+
+@dataclass
+class StepCoefficients:
+    """Per-step vectors (length N) of the affine update in the module docstring."""
+
+    P: torch.Tensor
+    Q: torch.Tensor
+    A: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    E: torch.Tensor
+    noise_std: torch.Tensor
+    noise_var: torch.Tensor  # DDPM posterior variance of each step: the Picard tolerance scale
+
+
+def _ddpm_posterior_var(abar_t: torch.Tensor, abar_prev: torch.Tensor) -> torch.Tensor:
+    beta = 1.0 - abar_t / abar_prev
+    return ((1.0 - abar_prev) / (1.0 - abar_t) * beta).clamp_min(1e-20)
 
 
 class StepSolver:
-    """Base: ``timesteps`` (N,), ``noise_std`` (N,), and ``mean_next`` for rows at any steps."""
+    """Timesteps + coefficients of one solver; ``mean_next`` applies any steps to any rows."""
 
     name = "solver"
     stochastic = False
+    uses_prev_x0 = False
 
-    def __init__(self, num_steps: int) -> None:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        self.num_steps = num_steps
-        self.timesteps: torch.Tensor
-        self.noise_std: torch.Tensor
+    def __init__(self, timesteps: torch.Tensor, coefficients: StepCoefficients, clip_range: float | None) -> None:
+        self.timesteps = timesteps.long()
+        self.num_steps = len(timesteps)
+        self.coef = coefficients
+        self.clip_range = clip_range
+        self.noise_std = coefficients.noise_std
+        self._packed = torch.stack([coefficients.P, coefficients.Q, coefficients.A, coefficients.B,
+                                    coefficients.C, coefficients.E], dim=1).float()  # (N, 6)
 
-    def mean_next(self, eps: torch.Tensor, step_index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Mean of ``x_{i+1}`` for rows ``x`` (M, T, D) at step indices ``step_index`` (M,)."""
-        raise NotImplementedError
+    def _gather(self, step_index: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        coef = self._packed.to(like)[step_index].reshape(-1, 6, *([1] * (like.ndim - 1)))
+        return coef.unbind(1)
+
+    def predict_x0(self, eps: torch.Tensor, step_index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The (clipped) clean-chunk prediction of rows ``x`` at ``step_index``."""
+        p, q, *_ = self._gather(step_index, x)
+        x0 = p * x + q * eps
+        return x0.clamp(-self.clip_range, self.clip_range) if self.clip_range is not None else x0
+
+    def combine(self, x0: torch.Tensor, eps: torch.Tensor, step_index: torch.Tensor, x: torch.Tensor,
+                x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of ``x_{i+1}`` from this step's ``x0`` (and the previous step's, for multistep solvers)."""
+        _, _, a, b, c, e = self._gather(step_index, x)
+        mean = a * x0 + b * x + c * eps
+        if self.uses_prev_x0 and x0_prev is not None:
+            mean = mean + e * x0_prev
+        return mean
+
+    def mean_next(self, eps: torch.Tensor, step_index: torch.Tensor, x: torch.Tensor,
+                  x0_prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean of x_{i+1}, x0)`` for rows ``x`` (M, T, D) at step indices ``step_index`` (M,)."""
+        x0 = self.predict_x0(eps, step_index, x)
+        return self.combine(x0, eps, step_index, x, x0_prev), x0
+
+
+def _eps_to_x0(abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return 1.0 / abar.sqrt(), -(1.0 - abar).sqrt() / abar.sqrt()
 
 
 class DDPMSolver(StepSolver):
-    """Ancestral DDPM (Ho et al.), ``fixed_small`` posterior variance."""
+    """Ancestral DDPM (Ho et al.) as diffusers' ``DDPMScheduler`` with ``fixed_small`` variance."""
 
     name = "ddpm"
     stochastic = True
 
     def __init__(self, noise_scheduler: Mapping[str, Any], num_steps: int | None = None) -> None:
-        schedule = shared_schedule(noise_scheduler)
-        super().__init__(num_steps or schedule["num_train_timesteps"])
-        self.scheduler = DDPMParallelScheduler(**schedule, variance_type="fixed_small")
-        self.scheduler.set_timesteps(self.num_steps)
-        self.timesteps = self.scheduler.timesteps.clone().long()
-        self.noise_std = torch.stack([self.scheduler._get_variance(int(t)) ** 0.5 if int(t) > 0
-                                      else torch.tensor(0.0) for t in self.timesteps]).float()
-
-    def mean_next(self, eps: torch.Tensor, step_index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.scheduler.batch_step_no_noise(eps, self.timesteps[step_index], x)
+        cfg = shared_schedule(noise_scheduler)
+        scheduler = DDPMScheduler(**cfg)
+        scheduler.set_timesteps(num_steps or cfg["num_train_timesteps"])
+        timesteps = scheduler.timesteps.long()
+        abar = scheduler.alphas_cumprod.double()
+        prev = [int(scheduler.previous_timestep(int(t))) for t in timesteps]
+        abar_t = abar[timesteps]
+        abar_prev = torch.stack([abar[p] if p >= 0 else torch.tensor(1.0, dtype=abar.dtype) for p in prev])
+        alpha_t = abar_t / abar_prev
+        P, Q = _eps_to_x0(abar_t)
+        var = _ddpm_posterior_var(abar_t, abar_prev)
+        coef = StepCoefficients(
+            P=P, Q=Q, A=abar_prev.sqrt() * (1.0 - alpha_t) / (1.0 - abar_t),
+            B=alpha_t.sqrt() * (1.0 - abar_prev) / (1.0 - abar_t), C=torch.zeros_like(P), E=torch.zeros_like(P),
+            noise_std=torch.where(timesteps > 0, var.sqrt(), torch.zeros_like(var)).float(), noise_var=var.float())
+        super().__init__(timesteps, coef, cfg.get("clip_sample_range", 1.0) if cfg["clip_sample"] else None)
 
 
 class DDIMSolver(StepSolver):
-    """Deterministic DDIM (eta = 0), final step to alpha = 1 as Diffusion Policy configures it."""
+    """Deterministic DDIM (eta = 0) as diffusers' ``DDIMScheduler``, last step to alpha = 1.
+
+    Each step goes to the *next timestep in the list* (diffusers assumes uniform gaps,
+    ``t - 1000 // N``; the two agree whenever N divides the train steps)."""
 
     name = "ddim"
 
     def __init__(self, noise_scheduler: Mapping[str, Any], num_steps: int = 10,
                  timestep_spacing: str = "trailing") -> None:
-        super().__init__(num_steps)
-        self.scheduler = DDIMParallelScheduler(**shared_schedule(noise_scheduler), set_alpha_to_one=True,
-                                               steps_offset=0, timestep_spacing=timestep_spacing)
-        self.scheduler.set_timesteps(num_steps)
-        self.timesteps = self.scheduler.timesteps.clone().long()
-        self.noise_std = torch.zeros(num_steps)
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        cfg = shared_schedule(noise_scheduler)
+        scheduler = DDIMScheduler(**{k: cfg[k] for k in ("num_train_timesteps", "beta_start", "beta_end",
+                                                         "beta_schedule", "clip_sample", "prediction_type")},
+                                  set_alpha_to_one=True, steps_offset=0, timestep_spacing=timestep_spacing)
+        scheduler.set_timesteps(num_steps)
+        timesteps = scheduler.timesteps.long()
+        abar = scheduler.alphas_cumprod.double()
+        abar_t = abar[timesteps]
+        abar_prev = torch.cat([abar[timesteps[1:]], torch.ones(1, dtype=abar.dtype)])
+        P, Q = _eps_to_x0(abar_t)
+        zeros = torch.zeros_like(P)
+        coef = StepCoefficients(P=P, Q=Q, A=abar_prev.sqrt(), B=zeros, C=(1.0 - abar_prev).sqrt(), E=zeros,
+                                noise_std=zeros.float(), noise_var=_ddpm_posterior_var(abar_t, abar_prev).float())
+        super().__init__(timesteps, coef, cfg.get("clip_sample_range", 1.0) if cfg["clip_sample"] else None)
 
-    def mean_next(self, eps: torch.Tensor, step_index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.scheduler.batch_step_no_noise(eps, self.timesteps[step_index], x)
+
+class DPMSolverPP(StepSolver):
+    """DPM-Solver++(2M) (Lu et al. 2022) as diffusers' ``DPMSolverMultistepScheduler`` defaults:
+    first-order first and last steps, second-order midpoint in between, final sigma 0.
+    ``clip_sample`` (default: the training schedule's) clips x0 like DDPM/DDIM do; diffusers'
+    DPM-Solver has no static clipping, so ``clip_sample=False`` reproduces it exactly. Clipping
+    matters here: at t=99 of this schedule 1/sqrt(alpha_bar) is ~2000, so unclipped x0 amplifies
+    any noise-prediction error, while the normalised actions are known to lie in [-1, 1]."""
+
+    name = "dpmsolver"
+    uses_prev_x0 = True
+
+    def __init__(self, noise_scheduler: Mapping[str, Any], num_steps: int = 10,
+                 clip_sample: bool | None = None) -> None:
+        if num_steps < 2:
+            raise ValueError(f"DPM-Solver++ needs num_steps >= 2, got {num_steps}")
+        cfg = shared_schedule(noise_scheduler)
+        scheduler = DPMSolverMultistepScheduler(
+            **{k: cfg[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+                                   "prediction_type")},
+            algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", final_sigmas_type="zero")
+        scheduler.set_timesteps(num_steps)
+        timesteps = scheduler.timesteps.long()
+        sigmas = scheduler.sigmas.double()  # (N+1,), VE sigmas, last one 0
+        alpha = 1.0 / (sigmas ** 2 + 1.0).sqrt()
+        sigma = sigmas * alpha
+        lam = torch.log(alpha) - torch.log(sigma)  # +inf at the final sigma 0
+        n = len(timesteps)
+        A, B, E = (torch.zeros(n, dtype=torch.float64) for _ in range(3))
+        for i in range(n):
+            h = lam[i + 1] - lam[i]
+            decay = math.exp(-float(h)) if math.isfinite(float(h)) else 0.0
+            B[i] = sigma[i + 1] / sigma[i]
+            k = alpha[i + 1] * (1.0 - decay)
+            second_order = 0 < i < n - 1
+            if second_order:
+                r0 = (lam[i] - lam[i - 1]) / h
+                A[i], E[i] = k * (1.0 + 0.5 / r0), -k * 0.5 / r0
+            else:
+                A[i] = k
+        abar_t = alpha[:-1] ** 2
+        P, Q = _eps_to_x0(abar_t)
+        abar_prev = alpha[1:] ** 2
+        coef = StepCoefficients(P=P, Q=Q, A=A, B=B, C=torch.zeros(n, dtype=torch.float64), E=E,
+                                noise_std=torch.zeros(n), noise_var=_ddpm_posterior_var(abar_t, abar_prev).float())
+        clip = cfg["clip_sample"] if clip_sample is None else clip_sample
+        super().__init__(timesteps, coef, clip_range=cfg.get("clip_sample_range", 1.0) if clip else None)
+
+
+SOLVERS: dict[str, type[StepSolver]] = {"ddpm": DDPMSolver, "ddim": DDIMSolver, "dpmsolver": DPMSolverPP}

@@ -1,0 +1,174 @@
+"""Picard-parallel sampling (ParaDiGMS, Shih et al., NeurIPS 2023) over any :class:`StepSolver`.
+
+A solver's N steps define ``x_{i+1} = x_i + drift_i(x_i) + s_i z_i`` with all noise
+``z_i`` drawn up front, so the whole trajectory is the fixed point of
+
+    x_{k+j} = x_k + sum_{i=k}^{k+j-1} (drift_i(x_i) + s_i z_i).
+
+Each *round* evaluates the network on a window of ``window`` consecutive steps as one
+batch, rebuilds the window's trajectory from its first point by a cumulative sum, and
+measures how far each point moved, scaled by that step's noise variance and the chunk
+size. The window then slides past the first point that moved more than ``tolerance**2``:
+everything before it was computed from converged inputs and is exact. With a tolerance
+of zero this reproduces the sequential solve; with a sensible one it takes far fewer
+sequential rounds, which is latency on hardware where a batch of ``window`` rows costs
+little more than one.
+
+Batches of observations share one window, which slides by the *worst* sample: the
+network call stays one dense batch (no ragged per-sample windows), matching ParaDiGMS;
+in a control loop the batch is usually one observation anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, check_cond
+from policy_accel.samplers.sequential import draw_noise
+from policy_accel.samplers.solvers import StepSolver
+
+
+def _check_options(window: int | str, tolerance: float, max_iterations: int | None) -> None:
+    if window != "auto" and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+        raise ValueError(f"window must be an integer >= 1 or 'auto', got {window!r}")
+    if not isinstance(tolerance, (int, float)) or not tolerance > 0 or tolerance != tolerance:
+        raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+    if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
+        raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
+
+
+class PicardSampler:
+    """ParaDDPM / ParaDDIM / ParaDPMSolver: the solver's steps solved by Picard iteration."""
+
+    def __init__(self, solver: StepSolver, window: int | str = "auto", tolerance: float = 0.1,
+                 max_iterations: int | None = None, name: str | None = None,
+                 auto_candidates: tuple[int, ...] | None = None) -> None:
+        _check_options(window, tolerance, max_iterations)
+        self.solver = solver
+        self.window = window
+        self.tolerance = float(tolerance)
+        self.max_iterations = max_iterations
+        self.name = name or f"para{solver.name}-{solver.num_steps}"
+        self.auto_candidates = auto_candidates
+        self.calibration: dict[str, Any] | None = None  # filled when window="auto" resolves
+        dim_scale = solver.coef.noise_var.clone()
+        # tolerance scale of trajectory point k (k = 1..N): the noise variance of the step leaving it
+        self._inv_scale = 1.0 / torch.cat([dim_scale[1:], dim_scale[-1:]]).double()
+
+    # ---------------------------------------------------------------- window
+    def resolved_window(self) -> int:
+        if self.window == "auto":
+            if self.calibration is None:
+                raise RuntimeError("window='auto' is resolved on the first sample() call")
+            return int(self.calibration["window"])
+        return min(int(self.window), self.solver.num_steps)
+
+    def calibrate(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int],
+                  repeats: int = 2) -> dict[str, Any]:
+        """Choose the window that minimises measured latency on this machine.
+
+        For each candidate window, time full Picard solves of this conditioning (best of
+        ``repeats``, after one warm-up) and count their rounds; the batch-cost curve
+        (seconds per round at each window) is what makes the choice machine-specific.
+        """
+        from policy_accel.samplers.window_calibration import calibrate_window
+
+        self.calibration = calibrate_window(self, denoiser, cond, shape, repeats=repeats)
+        return self.calibration
+
+    # ---------------------------------------------------------------- sample
+    @torch.inference_mode()
+    def sample(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int],
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+               init_trajectory: torch.Tensor | None = None, deadline_s: float | None = None,
+               window: int | None = None, **_: Any) -> SampleOutput:
+        """Sample a chunk. ``noise`` (N+1, B, T, D) fixes all randomness (row 0 is x_T);
+        ``init_trajectory`` (N+1, B, T, D) is the initial guess of every point (a warm
+        start; row 0 is ignored), default x_T everywhere; ``deadline_s`` stops at a time
+        budget and returns the best current estimate."""
+        check_cond(cond, shape)
+        solver, n = self.solver, self.solver.num_steps
+        if noise is None:
+            noise = draw_noise(solver, shape, generator, cond.dtype, cond.device)
+        elif tuple(noise.shape) != (n + 1, *shape):
+            raise ValueError(f"noise must have shape {(n + 1, *shape)}, got {tuple(noise.shape)}")
+        if init_trajectory is not None and tuple(init_trajectory.shape) != (n + 1, *shape):
+            raise ValueError(f"init_trajectory must have shape {(n + 1, *shape)}, got {tuple(init_trajectory.shape)}")
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be positive, got {deadline_s!r}")
+        if window is None:
+            if self.window == "auto" and self.calibration is None:
+                self.calibrate(denoiser, cond, shape)
+            window = self.resolved_window()
+        _check_options(window, self.tolerance, self.max_iterations)
+        return self._solve(denoiser, cond, shape, noise, init_trajectory, min(window, n), deadline_s)
+
+    def _solve(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int], noise: torch.Tensor,
+               init_trajectory: torch.Tensor | None, window: int, deadline_s: float | None) -> SampleOutput:
+        start_time = time.perf_counter()
+        solver, n = self.solver, self.solver.num_steps
+        batch = shape[0]
+        max_rounds = min(self.max_iterations or n, n)
+        tol2 = self.tolerance ** 2
+        dim = shape[1] * shape[2]
+
+        trajectory = torch.empty((n + 1, *shape), dtype=noise.dtype, device=noise.device)
+        trajectory[0] = noise[0]
+        trajectory[1:] = init_trajectory[1:] if init_trajectory is not None else noise[0]
+        forward_fill = init_trajectory is None
+        step_noise = (solver.noise_std.to(noise)[:, None, None, None] * noise[1:]) if solver.stochastic else None
+        x0_buffer = torch.zeros((n, *shape), dtype=noise.dtype, device=noise.device) if solver.uses_prev_x0 else None
+        inv_scale = (self._inv_scale / dim).to(noise)
+        step_ids = torch.arange(n, device=noise.device)
+        cond_rows = cond.repeat(window, 1)
+
+        begin, rounds, nfe, final_error, hit_deadline = 0, 0, 0, 0.0, False
+        last_x0 = None
+        while begin < n and rounds < max_rounds:
+            end = min(begin + window, n)
+            length = end - begin
+            rows = trajectory[begin:end]
+            index = step_ids[begin:end].repeat_interleave(batch)
+            flat = rows.reshape(length * batch, *shape[1:])
+            eps = denoiser(flat, solver.timesteps[index], cond_rows[: length * batch])
+            x0 = solver.predict_x0(eps, index, flat)
+            x0_prev = None
+            if x0_buffer is not None:
+                window_x0 = x0.reshape(length, *shape)
+                previous = x0_buffer[begin - 1: begin] if begin > 0 else torch.zeros_like(window_x0[:1])
+                x0_prev = torch.cat([previous, window_x0[:-1]]).reshape_as(x0)
+                x0_buffer[begin:end] = window_x0
+            drift = (solver.combine(x0, eps, index, flat, x0_prev) - flat).reshape(length, *shape)
+            if step_noise is not None:
+                drift = drift + step_noise[begin:end]
+            updated = trajectory[begin] + drift.cumsum(0)
+            error = (updated - trajectory[begin + 1:end + 1]).square().sum(dim=(-1, -2)) * inv_scale[begin:end, None]
+            trajectory[begin + 1:end + 1] = updated
+            last_x0 = x0.reshape(length, *shape)[-1]
+            rounds, nfe = rounds + 1, nfe + length
+
+            bad = (error > tol2).any(dim=1)
+            first_bad = int(bad.int().argmax()) if bool(bad.any()) else length
+            accepted = error[:first_bad]
+            final_error = float(accepted.max()) ** 0.5 if first_bad else 0.0
+            advance = min(first_bad + 1, length)
+            if forward_fill and end < n:
+                new_end = min(begin + advance + window, n)
+                trajectory[end + 1:new_end + 1] = trajectory[end]
+            begin += advance
+            if deadline_s is not None and begin < n and time.perf_counter() - start_time > deadline_s:
+                hit_deadline = True
+                break
+
+        converged = begin >= n
+        if converged or end == n:
+            sample = trajectory[n].clone()
+        else:  # stopped early before the window reached the last step: the network's clean-chunk guess
+            sample = last_x0.clone()
+        stats = SampleStats(nfe=nfe, rounds=rounds, final_error=final_error,
+                            converged=converged, hit_deadline=hit_deadline,
+                            extra={"window": window, "tolerance": self.tolerance, "steps": n})
+        return SampleOutput(sample=sample, stats=stats, trajectory=trajectory)
