@@ -54,9 +54,14 @@ class PicardSampler:
         self.name = name or f"para{solver.name}-{solver.num_steps}"
         self.auto_candidates = auto_candidates
         self.calibration: dict[str, Any] | None = None  # filled when window="auto" resolves
-        dim_scale = solver.coef.noise_var.clone()
-        # tolerance scale of trajectory point k (k = 1..N): the noise variance of the step leaving it
-        self._inv_scale = 1.0 / torch.cat([dim_scale[1:], dim_scale[-1:]]).double()
+        # Tolerance scale of trajectory point k (k = 1..N): the noise variance of the step leaving
+        # it, as ParaDiGMS. The last step lands on a clean sample with variance 0, which would make
+        # any rounding error at point N-1 "too large" and cost an extra round; it borrows the
+        # variance of the step before instead.
+        variance = solver.coef.noise_var.clone().double()
+        if len(variance) > 1:
+            variance[-1] = variance[-2]
+        self._inv_scale = 1.0 / torch.cat([variance[1:], variance[-1:]])
 
     # ---------------------------------------------------------------- window
     def resolved_window(self) -> int:
