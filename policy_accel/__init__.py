@@ -1,0 +1,37 @@
+"""policy-accel: fast sampling for Diffusion Policy (Picard-parallel and distilled samplers).
+
+Embedding in a control loop::
+
+    import policy_accel
+    policy = policy_accel.load("checkpoints/pusht_keypoints_teacher.safetensors",
+                               sampler="picard", window="auto")
+    policy.reset()
+    action = policy.select_action(obs)   # obs: the env's observation, action: env units
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from policy_accel.policy.diffusion_policy import DiffusionPolicy
+
+__version__ = "0.1.0"
+
+
+def load(path: str | Path, sampler: Any = "ddpm", **sampler_options: Any) -> "DiffusionPolicy":
+    """Load a shipped or trained checkpoint with a sampler chosen by name (``"ddpm"``,
+    ``"ddim-10"``, ``"picard"``, ``"paraddim-16"``, ...) and its options (``window``,
+    ``tolerance``, ``num_steps``, ...)."""
+    from policy_accel.policy.checkpoint import load_policy
+    from policy_accel.samplers import parse_sampler_spec
+
+    if sampler_options:
+        if not isinstance(sampler, (str, dict)):
+            raise ValueError("sampler options need a sampler given by name or mapping")
+        sampler = {**parse_sampler_spec(sampler), **sampler_options}
+    return load_policy(path, sampler=sampler)
+
+
+__all__ = ["load", "__version__"]

@@ -164,6 +164,12 @@ def _save_video(env_id: str, obs_type: str, render_size: int, max_steps: int, ep
     return path
 
 
+def _finite_mean(values: Sequence[float]) -> float | None:
+    """Mean, or None when it is not finite (JSON has no NaN/inf)."""
+    mean = float(np.mean(values))
+    return mean if math.isfinite(mean) else None
+
+
 def _summarise_stats(stats: Sequence[SampleStats]) -> dict[str, Any]:
     if not stats:
         return {"nfe_per_chunk": None, "rounds_per_chunk": None, "final_error_mean": None,
@@ -171,7 +177,7 @@ def _summarise_stats(stats: Sequence[SampleStats]) -> dict[str, Any]:
     return {
         "nfe_per_chunk": float(np.mean([s.nfe for s in stats])),
         "rounds_per_chunk": float(np.mean([s.rounds for s in stats])),
-        "final_error_mean": float(np.mean([s.final_error for s in stats])),
+        "final_error_mean": _finite_mean([s.final_error for s in stats]),
         "frac_hit_deadline": float(np.mean([bool(s.hit_deadline) for s in stats])),
         "frac_not_converged": float(np.mean([not s.converged for s in stats])),
     }
