@@ -156,5 +156,17 @@ def test_cli_missing_checkpoint(tmp_path: Path) -> None:
 
 def test_cli_bad_sampler(tmp_path: Path) -> None:
     path = save_policy(tiny_policy(), tmp_path / "p.safetensors")
-    with pytest.raises(SystemExit, match="bad sampler"):
+    with pytest.raises(SystemExit, match="nosuch"):
         main(["eval", f"checkpoint={path}", "sampler=nosuch-3", "n_seeds=1", f"output_dir={tmp_path}"])
+    with pytest.raises(SystemExit, match="window"):
+        main(["eval", f"checkpoint={path}", "sampler=paraddim", "sampler.window=0", "n_seeds=1",
+              f"output_dir={tmp_path}"])
+
+
+def test_cli_picard_sampler_from_config_group(tmp_path: Path) -> None:
+    path = save_policy(tiny_policy(), tmp_path / "p.safetensors")
+    out_dir = tmp_path / "picard"
+    main(["eval", f"checkpoint={path}", "sampler=paraddim-8", "sampler.window=4", "n_seeds=1", "max_steps=9",
+          f"output_dir={out_dir}"])
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["sampler"] == "paraddim-8" and report["rounds_per_chunk"] <= 8

@@ -9,58 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import OverrideType
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from policy_accel.cli.hydra_config import load_config
 
 
-def _sampler_spec(cfg: DictConfig) -> Any:
-    """A plain string or dict for ``build_sampler`` (hydra gives mappings as DictConfig)."""
-    spec = cfg.sampler
-    return OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else spec
-
-
-def _output_dir(cfg: DictConfig, sampler_name: str) -> Path:
-    """``output_dir``; ``${sampler}`` in it becomes the sampler's name when the spec is a mapping."""
-    if isinstance(cfg.sampler, str):
-        return Path(str(cfg.output_dir))
-    raw = OmegaConf.to_container(cfg, resolve=False)["output_dir"]
-    return Path(str(raw).replace("${sampler}", sampler_name))
-
-
-def _load_eval_config(args: list[str]) -> DictConfig:
-    """``load_config("eval", args)``, with ``sampler=NAME`` taken as a value, not a config group.
-
-    ``configs/sampler/`` is a hydra config group, so hydra would read ``sampler=ddim-10`` as
-    "pick configs/sampler/ddim-10.yaml" and fail; names are applied after composing instead.
-    Mapping values (``sampler={name: ddim, num_steps: 4}``) already compose as values.
-    """
-    parser = OverridesParser.create()
-    rest, names = [], []
-    for arg in args:
-        try:
-            override = parser.parse_overrides([arg])[0]
-        except HydraException:
-            rest.append(arg)  # hydra reports the syntax error below
-            continue
-        is_name = (override.key_or_group == "sampler" and override.package is None
-                   and override.type in (OverrideType.CHANGE, OverrideType.FORCE_ADD)
-                   and isinstance(override.value(), str))
-        if is_name:
-            names.append(override.value())
-        else:
-            rest.append(arg)
-    cfg = load_config("eval", rest)
-    for name in names:
-        cfg.sampler = name
-    return cfg
+def _sampler_spec(cfg: DictConfig) -> dict[str, Any]:
+    """The ``sampler`` config group entry as a plain mapping for ``build_sampler``."""
+    return OmegaConf.to_container(cfg.sampler, resolve=True)
 
 
 def run(args: list[str]) -> None:
-    cfg = _load_eval_config(args)
+    cfg = load_config("eval", args)
     import torch
 
     from policy_accel.eval.report import markdown_table, write_report
@@ -88,7 +48,7 @@ def run(args: list[str]) -> None:
                          f"'{policy.config.obs_type}' but env gives '{cfg.env.obs_type}'; "
                          f"pass env=pusht_{policy.config.obs_type}")
 
-    output_dir = _output_dir(cfg, policy.sampler.name)
+    output_dir = Path(str(cfg.output_dir)) if cfg.output_dir else Path("outputs/eval") / policy.sampler.name
     seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
     result = evaluate_policy(policy, sampler=None, env_cfg=cfg.env, seeds=seeds, n_envs=int(cfg.n_envs),
                              progress=True, max_steps=int(cfg.max_steps), record_video_episodes=int(cfg.videos),

@@ -25,11 +25,27 @@ def config_dir() -> Path:
         "run from the repository root or set " + CONFIG_DIR_ENV)
 
 
+def expand_sampler_shorthand(overrides: list[str], directory: Path) -> list[str]:
+    """``sampler=ddim-10`` -> ``sampler=ddim sampler.num_steps=10`` (``configs/sampler`` is a
+    config group of sampler kinds; the step count is a field of each)."""
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        kind, dash, steps = value.partition("-")
+        if (key == "sampler" and sep and dash and steps.isdigit()
+                and (directory / "sampler" / f"{kind}.yaml").is_file()):
+            out += [f"sampler={kind}", f"sampler.num_steps={steps}"]
+        else:
+            out.append(override)
+    return out
+
+
 def load_config(name: str, overrides: list[str]) -> DictConfig:
     """Compose ``configs/<name>.yaml`` with command-line ``key=value`` overrides.
 
     Unknown keys are errors (hydra's struct mode), so a typo never silently does nothing.
     """
+    overrides = expand_sampler_shorthand(overrides, config_dir())
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
             cfg = compose(config_name=name, overrides=overrides)
