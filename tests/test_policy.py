@@ -144,7 +144,7 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
         load_policy(corrupt)
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(foreign))
-    with pytest.raises(CheckpointError, match="not a policy_accel checkpoint"):
+    with pytest.raises(CheckpointError, match="not a policy_accel"):
         load_policy(foreign)
 
     policy = tiny_policy()

@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("policy_accel.cli.train_cmd", "train a Diffusion Policy teacher (configs/train.yaml)"),
     "eval": ("policy_accel.cli.eval_cmd", "roll out a checkpoint + sampler on seeded PushT episodes (configs/eval.yaml)"),
+    "distill": ("policy_accel.cli.distill_cmd", "progressive distillation into few-step students (configs/distill/)"),
     "replay-demos": ("policy_accel.cli.replay_demos_cmd", "replay the human demos in the simulator: PATH to the zarr"),
 }
 

@@ -71,8 +71,17 @@ class DiffusionPolicy(nn.Module):
 
     # ------------------------------------------------------------ inference
     def set_sampler(self, sampler: str | Mapping[str, Any] | Sampler) -> None:
+        built = build_sampler(sampler, self.config.noise_scheduler)
+        self._check_sampler(built)
         with self._lock:
-            self.sampler = build_sampler(sampler, self.config.noise_scheduler)
+            self.sampler = built
+
+    def _check_sampler(self, sampler: Sampler) -> None:
+        """Samplers with their own network (distilled students) must share shapes and normaliser."""
+        check = getattr(sampler, "check_compatible", None)
+        if check is not None:
+            cfg = self.config
+            check(cfg.obs_dim, cfg.n_obs_steps, cfg.horizon, cfg.action_dim, self.normalizer)
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The denoiser handed to samplers: eps for rows ``x`` at steps ``t`` given ``cond``."""

@@ -2,7 +2,8 @@
 
 Names: ``ddpm``, ``ddim``, ``dpmsolver`` (sequential solvers) and ``paraddpm``,
 ``paraddim``, ``paradpmsolver`` (their Picard-parallel versions; ``picard`` is an
-alias of ``paraddpm``), each optionally suffixed by a step count (``ddim-10``).
+alias of ``paraddpm``), each optionally suffixed by a step count (``ddim-10``);
+``student`` with a ``checkpoint`` (a progressively distilled few-step student).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, Samp
 from policy_accel.samplers.picard import PicardSampler
 from policy_accel.samplers.sequential import SequentialSampler
 from policy_accel.samplers.solvers import DEFAULT_NOISE_SCHEDULER, SOLVERS, StepSolver
+from policy_accel.samplers.student import StudentSampler
 
 ALIASES = {"picard": "paraddpm"}
 PICARD_OPTIONS = ("window", "tolerance", "max_iterations", "auto_candidates")
-SAMPLER_KINDS = tuple(SOLVERS) + tuple(f"para{k}" for k in SOLVERS) + tuple(ALIASES)
+SAMPLER_KINDS = tuple(SOLVERS) + tuple(f"para{k}" for k in SOLVERS) + tuple(ALIASES) + ("student",)
 
 
 def parse_sampler_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -53,6 +55,14 @@ def build_sampler(spec: str | Mapping[str, Any] | Sampler,
     kind = ALIASES.get(options.get("name"), options.get("name"))
     options.pop("name", None)
     label = options.pop("label", None)
+    if kind == "student":
+        if "checkpoint" not in options:
+            raise ValueError("sampler 'student' needs a checkpoint (a distilled student .safetensors)")
+        path = options.pop("checkpoint")
+        unknown = sorted(set(options) - {"num_steps"})
+        if unknown:
+            raise ValueError(f"unknown options {unknown} for sampler 'student'; accepted: checkpoint, num_steps")
+        return StudentSampler.from_file(path, num_steps=options.get("num_steps"), name=label)
     parallel = isinstance(kind, str) and kind.startswith("para") and kind[4:] in SOLVERS
     solver_kind = kind[4:] if parallel else kind
     if solver_kind not in SOLVERS:
@@ -74,5 +84,5 @@ def build_sampler(spec: str | Mapping[str, Any] | Sampler,
     return SequentialSampler(solver, name=label)
 
 
-__all__ = ["Denoiser", "PicardSampler", "SampleOutput", "SampleStats", "Sampler", "SequentialSampler",
+__all__ = ["Denoiser", "PicardSampler", "StudentSampler", "SampleOutput", "SampleStats", "Sampler", "SequentialSampler",
            "build_sampler", "parse_sampler_spec", "SAMPLER_KINDS"]

@@ -215,3 +215,44 @@ class DPMSolverPP(StepSolver):
 
 
 SOLVERS: dict[str, type[StepSolver]] = {"ddpm": DDPMSolver, "ddim": DDIMSolver, "dpmsolver": DPMSolverPP}
+
+
+def abar_at(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """alpha_bar at integer timesteps, with t = -1 meaning the clean end point (alpha_bar = 1)."""
+    padded = torch.cat([alphas_cumprod.double(), torch.ones(1, dtype=torch.float64)])
+    return padded[timesteps.long()]  # index -1 picks the appended 1.0
+
+
+def trailing_grid(num_train_timesteps: int, num_steps: int) -> torch.Tensor:
+    """``num_steps + 1`` integer timesteps from ``T-1`` down to -1 (clean), diffusers' "trailing"
+    spacing. Grids of N and 2N steps nest (``grid(N) == grid(2N)[::2]``) whenever 2N divides
+    evenly into the rounding, which holds for powers of two on a 100-step schedule."""
+    points = torch.round(torch.arange(num_steps + 1, dtype=torch.float64) * (-num_train_timesteps / num_steps)
+                         + num_train_timesteps) - 1
+    return points.long()
+
+
+class VPredictionDDIMSolver(StepSolver):
+    """Deterministic DDIM for a *v-prediction* network on an explicit timestep grid.
+
+    The distilled students predict ``v = alpha * eps - sigma * x`` (Salimans & Ho), which stays
+    well conditioned where alpha -> 0; ``x0 = alpha z - sigma v`` and the DDIM update
+    ``z' = alpha' x0 + sigma' (z - alpha x0) / sigma`` reuse the clipped x0 in both terms."""
+
+    name = "student"
+
+    def __init__(self, noise_scheduler: Mapping[str, Any], grid: torch.Tensor | list[int],
+                 clip_sample: bool | None = None) -> None:
+        cfg = shared_schedule(noise_scheduler)
+        grid = torch.as_tensor(grid).long()
+        if grid.ndim != 1 or len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()) or int(grid[-1]) != -1:
+            raise ValueError(f"grid must strictly decrease to -1 (clean), got {grid.tolist()}")
+        abar = abar_at(DDPMScheduler(**cfg).alphas_cumprod, grid)
+        alpha, sigma = abar.sqrt(), (1.0 - abar).sqrt()
+        a_t, s_t, a_n, s_n = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
+        zeros = torch.zeros_like(a_t)
+        coef = StepCoefficients(P=a_t, Q=-s_t, A=a_n - s_n * a_t / s_t, B=s_n / s_t, C=zeros, E=zeros,
+                                noise_std=zeros.float(), noise_var=_ddpm_posterior_var(abar[:-1], abar[1:]).float())
+        clip = cfg["clip_sample"] if clip_sample is None else clip_sample
+        super().__init__(grid[:-1], coef, clip_range=cfg.get("clip_sample_range", 1.0) if clip else None)
+        self.grid = grid

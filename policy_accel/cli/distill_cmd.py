@@ -1,0 +1,46 @@
+"""``policy-accel distill [key=value ...]``: progressive distillation, see configs/distill/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from policy_accel.cli.hydra_config import load_config
+
+
+def run(args: list[str]) -> None:
+    import torch
+
+    from policy_accel.data.datasets import PushTDataset
+    from policy_accel.distill.progressive import distill
+    from policy_accel.eval.rollout import evaluate_policy
+    from policy_accel.policy.checkpoint import CheckpointError, load_policy
+    from policy_accel.samplers.student import StudentSampler
+
+    cfg = load_config("distill/pusht_keypoints", args)
+    torch.set_num_threads(int(cfg.threads))
+    try:
+        teacher = load_policy(Path(str(cfg.teacher)))
+    except (FileNotFoundError, CheckpointError) as exc:
+        raise SystemExit(f"policy-accel distill: {exc}") from None
+    p = teacher.config
+    dataset = PushTDataset(cfg.dataset.zarr_path, obs_type=p.obs_type, horizon=p.horizon, n_obs_steps=p.n_obs_steps,
+                           n_action_steps=p.n_action_steps, val_ratio=cfg.dataset.val_ratio, seed=cfg.dataset.seed)
+    seeds = list(range(int(cfg.eval.seed_start), int(cfg.eval.seed_start) + int(cfg.eval.n_seeds)))
+
+    def evaluate(student: StudentSampler) -> dict[str, Any]:
+        result = evaluate_policy(teacher, sampler=student, env_cfg=cfg.env, seeds=seeds,
+                                 n_envs=int(cfg.eval.n_envs), progress=False)
+        return {"mean_max_reward": result["mean_max_reward"], "success_rate": result["success_rate"],
+                "eval_seeds": len(seeds)}
+
+    paths = distill(teacher, dataset, cfg.run_dir, start_steps=int(cfg.start_steps), final_steps=int(cfg.final_steps),
+                    iterations=int(cfg.iterations), first_round_iterations=cfg.first_round_iterations,
+                    batch_size=int(cfg.batch_size), lr=float(cfg.lr), ckpt_every=int(cfg.ckpt_every),
+                    log_every=int(cfg.log_every), seed=int(cfg.seed), evaluate=evaluate if seeds else None,
+                    recipe={"command": "policy-accel distill " + " ".join(args),
+                            "config": OmegaConf.to_container(cfg, resolve=True)})
+    for path in paths:
+        print(f"student: {path}")
