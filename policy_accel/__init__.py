@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def load(path: str | Path, sampler: Any = "ddpm", **sampler_options: Any) -> "DiffusionPolicy":
+def load(path: str | Path, sampler: Any = "ddpm", warm_start: bool = False,
+         **sampler_options: Any) -> "DiffusionPolicy":
     """Load a shipped or trained checkpoint with a sampler chosen by name (``"ddpm"``,
-    ``"ddim-10"``, ``"picard"``, ``"paraddim-16"``, ...) and its options (``window``,
-    ``tolerance``, ``num_steps``, ...)."""
+    ``"ddim-10"``, ``"picard"``, ``"paraddim-16"``, ``"student"``...) and its options
+    (``window``, ``tolerance``, ``num_steps``, ``deadline_s``, ``checkpoint``...).
+    ``warm_start`` reuses each chunk's noise and Picard solution for the next one."""
     from policy_accel.policy.checkpoint import load_policy
     from policy_accel.samplers import parse_sampler_spec
 
@@ -31,7 +33,9 @@ def load(path: str | Path, sampler: Any = "ddpm", **sampler_options: Any) -> "Di
         if not isinstance(sampler, (str, dict)):
             raise ValueError("sampler options need a sampler given by name or mapping")
         sampler = {**parse_sampler_spec(sampler), **sampler_options}
-    return load_policy(path, sampler=sampler)
+    policy = load_policy(path, sampler=sampler)
+    policy.warm_start = warm_start
+    return policy
 
 
 __all__ = ["load", "__version__"]

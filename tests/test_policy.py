@@ -221,3 +221,50 @@ def test_unknown_config_key_is_an_error():
         load_config("train", ["optim.typo=1"])
     cfg = load_config("train", [])
     assert OmegaConf.select(cfg, "policy.horizon") == 16
+
+
+def test_warm_start_with_unlimited_budget_gives_the_cold_answer():
+    sequential = tiny_policy(sampler="ddim-8")
+    picard = tiny_policy(sampler={"name": "paraddim", "num_steps": 8, "window": 8, "tolerance": 1e-8})
+    for policy in (sequential, picard):
+        policy.warm_start = True
+        policy.reset(seed=5)
+    rounds = []
+    for step in range(24):
+        obs = np.full(20, 200.0) + 3.0 * step
+        a, b = sequential.select_action(obs), picard.select_action(obs)
+        assert np.allclose(a, b, atol=1e-3), step
+        rounds.append(picard.last_stats.rounds)
+    assert max(rounds) <= 8
+
+
+def test_warm_start_shifts_noise_so_consecutive_chunks_share_it():
+    policy = tiny_policy(sampler={"name": "paraddim", "num_steps": 8, "window": 8, "tolerance": 0.1})
+    policy.warm_start = True
+    policy.reset(seed=1)
+    policy.select_action(np.full(20, 100.0))
+    first = policy._warm.noise.clone()
+    for _ in range(8):
+        policy.select_action(np.full(20, 100.0))
+    second = policy._warm.noise
+    shift = policy.config.n_action_steps
+    assert torch.equal(second[..., :-shift, :], first[..., shift:, :])
+    policy.reset()
+    assert policy._warm is None
+
+
+def test_deadline_mode_returns_an_estimate_and_reports_it():
+    policy = tiny_policy(sampler={"name": "paraddpm", "window": 4, "tolerance": 1e-8, "deadline_s": 1e-6})
+    policy.reset(seed=0)
+    action = policy.select_action(np.full(20, 300.0))
+    assert np.isfinite(action).all() and policy.last_stats.hit_deadline and not policy.last_stats.converged
+    chunk = policy.predict_action_chunk(np.full((1, 2, 20), 300.0), deadline_s=60.0)
+    assert not policy.last_stats.hit_deadline and policy.last_stats.converged and chunk.shape == (1, 16, 2)
+
+
+def test_deadline_needs_a_picard_sampler():
+    policy = tiny_policy(sampler="ddim-4")
+    with pytest.raises(TypeError, match="deadline"):
+        policy.predict_action_chunk(np.full((1, 2, 20), 300.0), deadline_s=0.1)
+    with pytest.raises(ValueError, match="deadline_s"):
+        tiny_policy(sampler={"name": "paraddpm", "deadline_s": -1.0})

@@ -21,14 +21,16 @@ from torch import nn
 from policy_accel.data.normalizer import Normalizer
 from policy_accel.model.conditional_unet1d import ConditionalUnet1D
 from policy_accel.policy.config import DiffusionPolicyConfig
+from policy_accel.policy.warm_start import WarmStartState
 from policy_accel.samplers import Sampler, SampleStats, build_sampler
+from policy_accel.samplers.sequential import draw_noise
 
 
 class DiffusionPolicy(nn.Module):
     """Observation history -> action chunk, plus LeRobot-style ``select_action`` queueing."""
 
     def __init__(self, config: DiffusionPolicyConfig, normalizer: Normalizer | None = None,
-                 sampler: str | Mapping[str, Any] | Sampler = "ddpm") -> None:
+                 sampler: str | Mapping[str, Any] | Sampler = "ddpm", warm_start: bool = False) -> None:
         super().__init__()
         self.config = config
         unet = config.unet
@@ -41,6 +43,8 @@ class DiffusionPolicy(nn.Module):
         self.sampler: Sampler = build_sampler(sampler, config.noise_scheduler)
         self.generator = torch.Generator().manual_seed(0)
         self.last_stats: SampleStats | None = None
+        self.warm_start = warm_start  # reuse the last chunk's noise and solution (see warm_start.py)
+        self._warm: WarmStartState | None = None
         self._lock = threading.RLock()
         self._obs_queue: deque[torch.Tensor] = deque(maxlen=config.n_obs_steps)
         self._action_queue: deque[torch.Tensor] = deque()
@@ -51,6 +55,7 @@ class DiffusionPolicy(nn.Module):
         state["_lock"] = None
         state["_obs_queue"] = deque(maxlen=self.config.n_obs_steps)
         state["_action_queue"] = deque()
+        state["_warm"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -75,6 +80,7 @@ class DiffusionPolicy(nn.Module):
         self._check_sampler(built)
         with self._lock:
             self.sampler = built
+            self._warm = None
 
     def _check_sampler(self, sampler: Sampler) -> None:
         """Samplers with their own network (distilled students) must share shapes and normaliser."""
@@ -106,22 +112,39 @@ class DiffusionPolicy(nn.Module):
 
     @torch.inference_mode()
     def predict_action_chunk(self, obs_history: Any, **sampler_kwargs: Any) -> torch.Tensor:
-        """``obs_history`` (B, n_obs_steps, obs_dim) in env units -> (B, horizon, action_dim) in env units."""
+        """``obs_history`` (B, n_obs_steps, obs_dim) in env units -> (B, horizon, action_dim) in env units.
+
+        ``sampler_kwargs`` go to the sampler (e.g. ``deadline_s`` for Picard samplers)."""
         cfg = self.config
         obs = self._as_tensor(obs_history, "obs_history")
         self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim), "obs_history")
+        shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
         with self._lock:
             cond = self.normalizer.normalize("obs", obs).flatten(1)
-            out = self.sampler.sample(self.denoise, cond, (obs.shape[0], cfg.horizon, cfg.action_dim),
-                                      generator=self.generator, **sampler_kwargs)
+            if self.warm_start and "noise" not in sampler_kwargs:
+                sampler_kwargs.update(self._warm_start_inputs(shape))
+            out = self.sampler.sample(self.denoise, cond, shape, generator=self.generator, **sampler_kwargs)
+            if self.warm_start:
+                self._warm = WarmStartState(sampler_kwargs["noise"], out.trajectory)
             self.last_stats = out.stats
             return self.normalizer.unnormalize("action", out.sample)
+
+    def _warm_start_inputs(self, shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        """Noise (and, for samplers that take one, an initial guess) shifted from the last chunk."""
+        if self._warm is None or self._warm.noise.shape[1:] != shape:
+            return {"noise": draw_noise(self.sampler.solver, shape, self.generator)}
+        noise, guess = self._warm.next_inputs(self.config.n_action_steps, self.generator)
+        inputs = {"noise": noise}
+        if guess is not None and getattr(self.sampler, "accepts_initial_guess", False):
+            inputs["init_trajectory"] = guess
+        return inputs
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the observation and action queues (call at every episode start)."""
         with self._lock:
             self._obs_queue.clear()
             self._action_queue.clear()
+            self._warm = None
             if seed is not None:
                 self.generator.manual_seed(seed)
 

@@ -43,10 +43,15 @@ def _check_options(window: int | str, tolerance: float, max_iterations: int | No
 class PicardSampler:
     """ParaDDPM / ParaDDIM / ParaDPMSolver: the solver's steps solved by Picard iteration."""
 
+    accepts_initial_guess = True
+
     def __init__(self, solver: StepSolver, window: int | str = "auto", tolerance: float = 0.1,
                  max_iterations: int | None = None, name: str | None = None,
-                 auto_candidates: tuple[int, ...] | None = None) -> None:
+                 auto_candidates: tuple[int, ...] | None = None, deadline_s: float | None = None) -> None:
         _check_options(window, tolerance, max_iterations)
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be positive, got {deadline_s!r}")
+        self.deadline_s = deadline_s  # default time budget per chunk; a call's deadline_s overrides it
         self.solver = solver
         self.window = window
         self.tolerance = float(tolerance)
@@ -102,6 +107,7 @@ class PicardSampler:
             raise ValueError(f"noise must have shape {(n + 1, *shape)}, got {tuple(noise.shape)}")
         if init_trajectory is not None and tuple(init_trajectory.shape) != (n + 1, *shape):
             raise ValueError(f"init_trajectory must have shape {(n + 1, *shape)}, got {tuple(init_trajectory.shape)}")
+        deadline_s = self.deadline_s if deadline_s is None else deadline_s
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive, got {deadline_s!r}")
         if window is None:

@@ -32,7 +32,10 @@ class SequentialSampler:
     @torch.inference_mode()
     def sample(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int],
                generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-               **_: Any) -> SampleOutput:
+               **unsupported: Any) -> SampleOutput:
+        if unsupported:
+            raise TypeError(f"sampler {self.name} does not take {sorted(unsupported)} "
+                            "(deadlines and initial guesses need a Picard sampler)")
         check_cond(cond, shape)
         solver = self.solver
         if noise is None:
