@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("policy_accel.cli.train_cmd", "train a Diffusion Policy teacher (configs/train.yaml)"),
     "eval": ("policy_accel.cli.eval_cmd", "roll out a checkpoint + sampler on seeded PushT episodes (configs/eval.yaml)"),
     "distill": ("policy_accel.cli.distill_cmd", "progressive distillation into few-step students (configs/distill/)"),
+    "bench": ("policy_accel.cli.bench_cmd", "latency/reward benchmark of every sampler (configs/bench.yaml)"),
     "replay-demos": ("policy_accel.cli.replay_demos_cmd", "replay the human demos in the simulator: PATH to the zarr"),
 }
 

@@ -263,6 +263,8 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
         "episode_length_mean": float(np.mean([e["length"] for e in episodes])),
         "episodes": episodes,
         "latency_ms": _percentiles_ms(timing.chunk_s),
+        # Raw per-chunk latencies, so results over several calls can be pooled exactly (bench).
+        "chunk_latencies_ms": [1e3 * s for s in timing.chunk_s],
         "pop_latency_ms": {k: v for k, v in _percentiles_ms(timing.pop_s).items() if k in ("p50", "mean")},
         # Policy time per batched control step: what one env waits per action, on average.
         "per_action_ms": 1e3 * policy_s / n_calls if n_calls else None,

@@ -1,0 +1,60 @@
+"""``policy-accel bench [key=value ...]``: latency/reward benchmark of every sampler.
+
+See configs/bench.yaml. Writes ``report.json``, ``report.md``, ``reward_vs_latency.png``
+and ``latency_distributions.png`` into ``output_dir`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from policy_accel.cli.hydra_config import load_config
+
+
+def run(args: list[str]) -> None:
+    cfg = load_config("bench", args)
+    import torch
+
+    from policy_accel.eval.bench import BenchSpecError, bench_table, run_benchmark, write_bench_report
+    from policy_accel.eval.plots import plot_latency_distributions, plot_reward_vs_latency
+    from policy_accel.policy.checkpoint import CheckpointError, load_policy
+
+    checkpoint = Path(str(cfg.checkpoint))
+    if not checkpoint.is_file():
+        raise SystemExit(f"policy-accel bench: checkpoint not found: '{checkpoint}' "
+                         "(pass checkpoint=PATH, or train one with `policy-accel train`)")
+    for key in ("n_seeds", "n_envs", "max_steps"):
+        if int(cfg[key]) < 1:
+            raise SystemExit(f"policy-accel bench: {key} must be >= 1, got {cfg[key]}")
+    samplers = OmegaConf.to_container(cfg.samplers, resolve=True)
+    if not isinstance(samplers, list) or not samplers:
+        raise SystemExit(f"policy-accel bench: samplers must be a non-empty list, got {samplers!r}")
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
+    try:
+        policy = load_policy(checkpoint)
+    except CheckpointError as exc:
+        raise SystemExit(f"policy-accel bench: {exc}") from None
+    if policy.config.obs_type != cfg.env.obs_type:
+        raise SystemExit(f"policy-accel bench: '{checkpoint}' was trained on obs_type "
+                         f"'{policy.config.obs_type}' but env gives '{cfg.env.obs_type}'; "
+                         f"pass env=pusht_{policy.config.obs_type}")
+
+    seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
+    try:
+        report = run_benchmark(policy, samplers, cfg.env, seeds, n_envs=int(cfg.n_envs),
+                               max_steps=int(cfg.max_steps), progress=True, checkpoint=str(checkpoint))
+    except BenchSpecError as exc:  # a bad sampler entry, or a student file that does not fit
+        raise SystemExit(f"policy-accel bench: {exc}") from None
+    report["command"] = shlex.join(["policy-accel", "bench", *args])
+    report["config"] = OmegaConf.to_container(cfg, resolve=True)
+
+    output_dir = Path(str(cfg.output_dir))
+    json_path, md_path = write_bench_report(report, output_dir)
+    scatter = plot_reward_vs_latency(report["results"], output_dir / "reward_vs_latency.png")
+    boxes = plot_latency_distributions(report["results"], output_dir / "latency_distributions.png")
+    print(bench_table(report["results"]))
+    print(f"\nreport: {md_path}\n        {json_path}\nplots:  {scatter}\n        {boxes}")
