@@ -8,16 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from helpers import tiny_policy
 from policy_accel.cli.main import main
-from policy_accel.data.normalizer import Normalizer
-from policy_accel.eval import bench as bench_module
 from policy_accel.eval.bench import BenchSpecError, bench_markdown, merge_results, run_benchmark
 from policy_accel.eval.plots import pareto_front, plot_latency_distributions, plot_reward_vs_latency
 from policy_accel.eval.rollout import evaluate_policy
 from policy_accel.policy.checkpoint import save_policy
-from policy_accel.policy.config import DiffusionPolicyConfig, UnetConfig
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
 from policy_accel.samplers.picard import PicardSampler
 
@@ -27,22 +24,6 @@ SAMPLERS = [{"name": "ddpm", "num_steps": 5}, {"name": "ddim", "num_steps": 3},
             {"name": "paraddim", "num_steps": 4, "window": 2, "label": "para4-w2"}]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_policy() -> DiffusionPolicy:
-    torch.manual_seed(0)
-    config = DiffusionPolicyConfig(unet=UnetConfig(down_dims=(16, 32), kernel_size=3, n_groups=4,
-                                                   diffusion_step_embed_dim=16))
-    rng = np.random.default_rng(0)
-    normalizer = Normalizer.fit({"obs": rng.uniform(0, 512, (256, 20)), "action": rng.uniform(0, 512, (256, 2))})
-    return DiffusionPolicy(config, normalizer, sampler="ddim-3").eval()
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +98,8 @@ def test_auto_window_calibrates_once(policy: DiffusionPolicy, monkeypatch: pytes
     json.dumps(out, allow_nan=False)
 
 
-def test_missing_or_unknown_student_is_skipped(policy: DiffusionPolicy, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_student_is_skipped_and_bad_entries_fail(policy: DiffusionPolicy, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     missing = {"name": "student", "checkpoint": str(tmp_path / "nope.safetensors")}
     out = run_benchmark(policy, [{"name": "ddim", "num_steps": 2}, missing], ENV_CFG, SEEDS[:1], n_envs=1,
                         max_steps=2, progress=False)
@@ -127,20 +107,11 @@ def test_missing_or_unknown_student_is_skipped(policy: DiffusionPolicy, tmp_path
     assert out["skipped"][0]["spec"] == missing and "not found" in out["skipped"][0]["reason"]
     assert "skipping sampler" in capsys.readouterr().out
 
-    # A build without the student sampler: its ValueError is a skip, any other ValueError is not.
-    real_build = bench_module.build_sampler
-
-    def no_student(spec, noise_scheduler=None):
-        if spec.get("name") == "student":
-            raise ValueError("unknown sampler 'student'; choose one of [...]")
-        return real_build(spec, noise_scheduler)
-
-    monkeypatch.setattr(bench_module, "build_sampler", no_student)
-    existing = tmp_path / "student.safetensors"
-    existing.write_bytes(b"")
-    out = run_benchmark(policy, [{"name": "ddim", "num_steps": 2}, {"name": "student", "checkpoint": str(existing)}],
-                        ENV_CFG, SEEDS[:1], n_envs=1, max_steps=2, progress=False)
-    assert len(out["results"]) == 1 and "no 'student'" in out["skipped"][0]["reason"]
+    corrupt = tmp_path / "student.safetensors"
+    corrupt.write_bytes(b"")  # present but not a checkpoint: an error, not a skip
+    with pytest.raises(BenchSpecError, match="student"):
+        run_benchmark(policy, [{"name": "student", "checkpoint": str(corrupt)}], ENV_CFG, SEEDS[:1], n_envs=1,
+                      max_steps=2, progress=False)
     with pytest.raises(BenchSpecError, match="nosuch"):
         run_benchmark(policy, [{"name": "nosuch"}], ENV_CFG, SEEDS[:1], n_envs=1, max_steps=2, progress=False)
     with pytest.raises(BenchSpecError, match="label"):

@@ -9,16 +9,14 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from envs.pusht import PushTEnv
+from helpers import tiny_policy
 from policy_accel.cli.main import main
-from policy_accel.data.normalizer import Normalizer
 from policy_accel.eval.report import markdown_table, write_report
 from policy_accel.eval.rollout import evaluate_policy
 from policy_accel.policy.checkpoint import save_policy
-from policy_accel.policy.config import DiffusionPolicyConfig, UnetConfig
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
 
 ENV_CFG = {"id": "policy_accel/PushT-v0", "obs_type": "keypoints", "max_episode_steps": 300, "render_size": 64}
@@ -27,23 +25,6 @@ KEYS = {"sampler", "seeds", "n_episodes", "mean_max_reward", "ci95", "success_ra
         "episodes", "latency_ms", "per_action_ms", "nfe_per_chunk", "rounds_per_chunk", "batch_size", "machine",
         "frac_hit_deadline", "frac_not_converged"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny net gains nothing from threads, and oversubscribed cores make it 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_policy(sampler: str = "ddim-3") -> DiffusionPolicy:
-    torch.manual_seed(0)
-    config = DiffusionPolicyConfig(unet=UnetConfig(down_dims=(16, 32), kernel_size=3, n_groups=4,
-                                                   diffusion_step_embed_dim=16))
-    rng = np.random.default_rng(0)
-    normalizer = Normalizer.fit({"obs": rng.uniform(0, 512, (256, 20)), "action": rng.uniform(0, 512, (256, 2))})
-    return DiffusionPolicy(config, normalizer, sampler=sampler).eval()
 
 
 @pytest.fixture(scope="module")

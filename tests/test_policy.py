@@ -11,21 +11,12 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 import policy_accel
-from policy_accel.data.normalizer import Normalizer
+from helpers import tiny_policy
 from policy_accel.data.replay_buffer import ReplayBuffer
 from policy_accel.model.conditional_unet1d import ConditionalUnet1D
 from policy_accel.policy.checkpoint import CheckpointError, load_policy, save_policy
-from policy_accel.policy.config import DiffusionPolicyConfig, UnetConfig
-from policy_accel.policy.diffusion_policy import DiffusionPolicy
-
-TINY = UnetConfig(down_dims=(16, 32), kernel_size=3, n_groups=4, diffusion_step_embed_dim=16)
 
 
-def tiny_policy(sampler="ddim-3", seed=0, obs_dim=20) -> DiffusionPolicy:
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    normalizer = Normalizer.fit({"obs": rng.uniform(0, 512, (64, obs_dim)), "action": rng.uniform(0, 512, (64, 2))})
-    return DiffusionPolicy(DiffusionPolicyConfig(obs_dim=obs_dim, unet=TINY), normalizer, sampler=sampler).eval()
 
 
 def test_unet_output_shape_and_timestep_forms():

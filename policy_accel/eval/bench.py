@@ -57,9 +57,9 @@ def _plain(spec: Any) -> dict[str, Any]:
 def prepare_samplers(policy: Any, specs: Sequence[Any]) -> tuple[list[BenchEntry], list[dict[str, Any]]]:
     """Build every spec once; skip (and report why) entries whose weights are not there yet.
 
-    Skipped: a spec whose ``checkpoint`` file does not exist, and a ``student`` spec when
-    this build has no student sampler. Any other bad spec raises :class:`BenchSpecError`,
-    as does a student that does not fit the policy (checked by attaching it).
+    Skipped: a spec whose ``checkpoint`` file does not exist (a student not distilled yet).
+    Any other bad spec raises :class:`BenchSpecError`, as does a student that does not fit
+    the policy (checked by attaching it).
     """
     entries: list[BenchEntry] = []
     skipped: list[dict[str, Any]] = []
@@ -72,9 +72,6 @@ def prepare_samplers(policy: Any, specs: Sequence[Any]) -> tuple[list[BenchEntry
         try:
             sampler = build_sampler(spec, policy.config.noise_scheduler)
         except (ValueError, TypeError) as exc:
-            if "unknown sampler 'student'" in str(exc):
-                skipped.append({"spec": spec, "reason": "this build has no 'student' sampler"})
-                continue
             raise BenchSpecError(f"sampler {spec}: {exc}") from exc
         previous = policy.sampler
         try:
