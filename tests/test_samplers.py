@@ -197,3 +197,33 @@ def test_build_sampler_names_and_errors():
         build_sampler({"name": "ddim", "steps": 4})
     with pytest.raises(ValueError, match="not an integer"):
         build_sampler("ddim-x")
+
+
+def _denoiser_implying_zero_chunk(solver):
+    """A network whose every prediction implies the clean chunk 0: eps = x / sigma_t."""
+    abar = DDPMScheduler(**NS).alphas_cumprod
+
+    def denoise(x, t, c):
+        return x / (1 - abar[t]).sqrt().view(-1, 1, 1)
+    return denoise
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim", "dpmsolver"])
+def test_extrapolated_guess_is_exact_for_a_network_with_a_fixed_clean_chunk(cond, kind):
+    steps = 100 if kind == "ddpm" else 10
+    extrapolate = build_sampler({"name": f"para{kind}", "num_steps": steps, "window": steps, "tolerance": 1e-3})
+    repeat = build_sampler({"name": f"para{kind}", "num_steps": steps, "window": steps, "tolerance": 1e-3,
+                            "initial_guess": "repeat"})
+    denoise = _denoiser_implying_zero_chunk(extrapolate.solver)
+    noise = torch.randn((steps + 1, *SHAPE), generator=torch.Generator().manual_seed(12))
+    reference = build_sampler(f"{kind}-{steps}").sample(denoise, cond, SHAPE, noise=noise)
+    fast = extrapolate.sample(denoise, cond, SHAPE, noise=noise)
+    slow = repeat.sample(denoise, cond, SHAPE, noise=noise)
+    assert fast.stats.rounds == 1 < slow.stats.rounds
+    assert torch.allclose(fast.sample, reference.sample, atol=1e-4)
+    assert torch.allclose(slow.sample, reference.sample, atol=1e-3)
+
+
+def test_initial_guess_option_is_validated():
+    with pytest.raises(ValueError, match="initial_guess"):
+        build_sampler({"name": "paraddpm", "initial_guess": "zeros"})

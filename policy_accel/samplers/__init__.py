@@ -18,7 +18,7 @@ from policy_accel.samplers.solvers import DEFAULT_NOISE_SCHEDULER, SOLVERS, Step
 from policy_accel.samplers.student import StudentSampler
 
 ALIASES = {"picard": "paraddpm"}
-PICARD_OPTIONS = ("window", "tolerance", "max_iterations", "auto_candidates", "deadline_s")
+PICARD_OPTIONS = ("window", "tolerance", "max_iterations", "auto_candidates", "deadline_s", "initial_guess")
 SAMPLER_KINDS = tuple(SOLVERS) + tuple(f"para{k}" for k in SOLVERS) + tuple(ALIASES) + ("student",)
 
 

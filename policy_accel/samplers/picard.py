@@ -14,6 +14,13 @@ of zero this reproduces the sequential solve; with a sensible one it takes far f
 sequential rounds, which is latency on hardware where a batch of ``window`` rows costs
 little more than one.
 
+Points that enter the window have never been evaluated and need a guess. ParaDiGMS
+repeats the window's last point; here (``initial_guess="extrapolate"``, the default) they
+follow the solver's own update as if the network kept predicting the latest clean-chunk
+estimate, with the pre-drawn noise included (no network call). For DDPM, whose every step
+adds noise, this roughly halves the rounds (PushT teacher, window 8: 34 -> 16), because
+a repeated point lacks all the noise the steps in between would have added.
+
 Batches of observations share one window, which slides by the *worst* sample: the
 network call stays one dense batch (no ragged per-sample windows), matching ParaDiGMS;
 in a control loop the batch is usually one observation anyway.
@@ -29,6 +36,9 @@ import torch
 from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, check_cond
 from policy_accel.samplers.sequential import draw_noise
 from policy_accel.samplers.solvers import StepSolver
+
+
+INITIAL_GUESSES = ("extrapolate", "repeat")
 
 
 def _check_options(window: int | str, tolerance: float, max_iterations: int | None) -> None:
@@ -47,8 +57,12 @@ class PicardSampler:
 
     def __init__(self, solver: StepSolver, window: int | str = "auto", tolerance: float = 0.1,
                  max_iterations: int | None = None, name: str | None = None,
-                 auto_candidates: tuple[int, ...] | None = None, deadline_s: float | None = None) -> None:
+                 auto_candidates: tuple[int, ...] | None = None, deadline_s: float | None = None,
+                 initial_guess: str = "extrapolate") -> None:
         _check_options(window, tolerance, max_iterations)
+        if initial_guess not in INITIAL_GUESSES:
+            raise ValueError(f"initial_guess must be one of {INITIAL_GUESSES}, got {initial_guess!r}")
+        self.initial_guess = initial_guess
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive, got {deadline_s!r}")
         self.deadline_s = deadline_s  # default time budget per chunk; a call's deadline_s overrides it
@@ -128,9 +142,15 @@ class PicardSampler:
 
         trajectory = torch.empty((n + 1, *shape), dtype=noise.dtype, device=noise.device)
         trajectory[0] = noise[0]
-        trajectory[1:] = init_trajectory[1:] if init_trajectory is not None else noise[0]
-        forward_fill = init_trajectory is None
         step_noise = (solver.noise_std.to(noise)[:, None, None, None] * noise[1:]) if solver.stochastic else None
+        extrapolate = self.initial_guess == "extrapolate"
+        fill_ahead = init_trajectory is None  # a caller's guess is kept as given
+        if init_trajectory is not None:
+            trajectory[1:] = init_trajectory[1:]
+        elif extrapolate:  # no clean-chunk estimate yet: the normalised actions' centre, 0
+            trajectory[1:] = solver.extrapolate(noise[0], 0, n, torch.zeros_like(noise[0]), step_noise)
+        else:
+            trajectory[1:] = noise[0]
         x0_buffer = torch.zeros((n, *shape), dtype=noise.dtype, device=noise.device) if solver.uses_prev_x0 else None
         inv_scale = (self._inv_scale / dim).to(noise)
         step_ids = torch.arange(n, device=noise.device)
@@ -166,9 +186,13 @@ class PicardSampler:
             accepted = error[:first_bad]
             final_error = float(accepted.max()) ** 0.5 if first_bad else 0.0
             advance = min(first_bad + 1, length)
-            if forward_fill and end < n:
-                new_end = min(begin + advance + window, n)
-                trajectory[end + 1:new_end + 1] = trajectory[end]
+            new_end = min(begin + advance + window, n)
+            if fill_ahead and new_end > end:  # points entering the window were never evaluated
+                if extrapolate:  # follow the latest clean-chunk estimate, with the right noise
+                    trajectory[end + 1:new_end + 1] = solver.extrapolate(trajectory[end], end, new_end - end,
+                                                                         last_x0, step_noise)
+                else:  # ParaDiGMS: repeat the window's last point
+                    trajectory[end + 1:new_end + 1] = trajectory[end]
             begin += advance
             if deadline_s is not None and begin < n and time.perf_counter() - start_time > deadline_s:
                 hit_deadline = True
