@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("policy_accel.cli.eval_cmd", "roll out a checkpoint + sampler on seeded PushT episodes (configs/eval.yaml)"),
     "distill": ("policy_accel.cli.distill_cmd", "progressive distillation into few-step students (configs/distill/)"),
     "bench": ("policy_accel.cli.bench_cmd", "latency/reward benchmark of every sampler (configs/bench.yaml)"),
+    "profile": ("policy_accel.cli.profile_cmd", "where a chunk's time goes per sampler (configs/profile.yaml)"),
     "replay-demos": ("policy_accel.cli.replay_demos_cmd", "replay the human demos in the simulator: PATH to the zarr"),
 }
 

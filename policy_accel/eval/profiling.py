@@ -1,0 +1,85 @@
+"""Where a chunk's time goes: network calls vs sampler bookkeeping, and the batch-cost curve.
+
+A Picard sampler trades sequential rounds for bigger batches, so whether it pays off on a
+machine depends on how a network call's cost grows with its batch. This measures that
+curve and, per sampler, the time inside network calls, the time outside them, and the
+rounds and rows evaluated, on real observations, so the numbers explain the speed-ups.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Sequence
+
+import torch
+
+from policy_accel.samplers import build_sampler
+from policy_accel.samplers.window_calibration import batch_cost_curve
+
+
+class TimedDenoiser:
+    """Wraps a denoiser, accumulating wall time and rows of every call."""
+
+    def __init__(self, denoiser: Any) -> None:
+        self.denoiser, self.seconds, self.calls, self.rows = denoiser, 0.0, 0, 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        out = self.denoiser(x, t, cond)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        self.rows += x.shape[0]
+        return out
+
+
+def profile_samplers(policy: Any, samplers: Sequence[Any], conds: Sequence[torch.Tensor], repeats: int = 3,
+                     windows: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)) -> dict[str, Any]:
+    """Per sampler: median chunk ms, network ms, overhead ms, rounds and rows per chunk over
+    ``conds`` (each (1, cond_dim), normalised), best of ``repeats``; plus the cost curve."""
+    shape = (1, policy.config.horizon, policy.config.action_dim)
+    curve = batch_cost_curve(policy.denoise, conds[0], shape, list(windows), timestep=50)
+    rows = []
+    for spec in samplers:
+        sampler = build_sampler(spec, policy.config.noise_scheduler)
+        warm = TimedDenoiser(policy.denoise)
+        sampler.sample(warm, conds[0], shape, generator=torch.Generator().manual_seed(0))  # warm-up / calibration
+        totals, network, outside, rounds, evaluated = [], [], [], [], []
+        for index, cond in enumerate(conds):
+            best = None
+            for _ in range(repeats):
+                timed = TimedDenoiser(policy.denoise)
+                start = time.perf_counter()
+                out = sampler.sample(timed, cond, shape, generator=torch.Generator().manual_seed(index))
+                total = time.perf_counter() - start
+                if best is None or total < best[0]:
+                    best = (total, timed.seconds, out.stats.rounds, timed.rows)
+            totals.append(best[0])
+            network.append(best[1])
+            outside.append(best[0] - best[1])
+            rounds.append(best[2])
+            evaluated.append(best[3])
+        rows.append({
+            "sampler": sampler.name, "spec": spec if isinstance(spec, (str, dict)) else str(spec),
+            "chunk_ms": 1e3 * statistics.median(totals), "network_ms": 1e3 * statistics.median(network),
+            "overhead_ms": 1e3 * statistics.median(outside), "rounds": statistics.mean(rounds),
+            "rows": statistics.mean(evaluated),
+            "window": getattr(sampler, "calibration", None) and sampler.calibration["window"],
+        })
+    return {"call_cost_ms": {w: 1e3 * s for w, s in curve.items()}, "samplers": rows,
+            "threads": torch.get_num_threads(), "n_conds": len(conds)}
+
+
+def profile_markdown(report: dict[str, Any]) -> str:
+    curve = report["call_cost_ms"]
+    lines = ["| rows per call | " + " | ".join(str(w) for w in curve) + " |",
+             "| --- |" + " --- |" * len(curve),
+             "| ms per call | " + " | ".join(f"{v:.2f}" for v in curve.values()) + " |",
+             "| vs 1 row | " + " | ".join(f"{v / curve[min(curve)]:.1f}x" for v in curve.values()) + " |",
+             "",
+             "| sampler | chunk ms | in network ms | outside network ms | rounds | rows evaluated | window |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in report["samplers"]:
+        lines.append(f"| {row['sampler']} | {row['chunk_ms']:.1f} | {row['network_ms']:.1f} | "
+                     f"{row['overhead_ms']:.1f} | {row['rounds']:.1f} | {row['rows']:.0f} | {row['window'] or ''} |")
+    return "\n".join(lines)
