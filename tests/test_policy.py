@@ -259,3 +259,26 @@ def test_deadline_needs_a_picard_sampler():
         policy.predict_action_chunk(np.full((1, 2, 20), 300.0), deadline_s=0.1)
     with pytest.raises(ValueError, match="deadline_s"):
         tiny_policy(sampler={"name": "paraddpm", "deadline_s": -1.0})
+
+
+def test_select_action_from_several_threads_is_serialised():
+    import threading
+
+    policy = tiny_policy(sampler="ddim-2")
+    policy.reset(seed=0)
+    errors, actions = [], []
+
+    def control_thread():
+        try:
+            for _ in range(40):
+                actions.append(policy.select_action(np.full(20, 250.0)))
+        except Exception as exc:  # noqa: BLE001 - the test reports any failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=control_thread) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(actions) == 120
+    assert all(a.shape == (2,) and np.isfinite(a).all() for a in actions)
