@@ -158,3 +158,19 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_cli_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="checkpoint not found"):
         main(["bench", f"checkpoint={tmp_path / 'nope.safetensors'}"])
+
+
+def test_warm_start_entries_run_with_warm_start_and_restore_the_policy(policy: DiffusionPolicy) -> None:
+    para = {"name": "paraddpm", "num_steps": 6, "window": 3, "tolerance": 1e-3}
+    out = run_benchmark(policy, [para, {**para, "warm_start": True}], ENV_CFG, SEEDS[:2], n_envs=1,
+                        max_steps=20, progress=False)
+    cold, warm = out["results"]
+    assert (cold["label"], warm["label"]) == ("paraddpm-6", "paraddpm-6+warm")
+    assert cold["warm_start"] is False and warm["warm_start"] is True
+    assert policy.warm_start is False  # the policy's own setting is restored
+    # Warm start shifts the previous chunk's noise instead of drawing new noise, so the two
+    # runs plan different chunks after the first one; both still plan every chunk.
+    assert cold["latency_ms"]["n_chunks"] > 0 and warm["latency_ms"]["n_chunks"] > 0
+    with pytest.raises(BenchSpecError, match="warm_start"):
+        run_benchmark(policy, [{**para, "warm_start": "yes"}], ENV_CFG, SEEDS[:1], n_envs=1, max_steps=2,
+                      progress=False)

@@ -52,7 +52,7 @@ def run(args: list[str]) -> None:
     seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
     result = evaluate_policy(policy, sampler=None, env_cfg=cfg.env, seeds=seeds, n_envs=int(cfg.n_envs),
                              progress=True, max_steps=int(cfg.max_steps), record_video_episodes=int(cfg.videos),
-                             video_dir=output_dir / "videos")
+                             video_dir=output_dir / "videos", warm_start=bool(cfg.warm_start))
     result["checkpoint"] = str(checkpoint)
     result["sampler_spec"] = spec
     json_path, md_path = write_report(result, output_dir)

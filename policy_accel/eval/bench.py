@@ -41,6 +41,7 @@ class BenchEntry:
     label: str
     spec: dict[str, Any]
     sampler: Sampler
+    warm_start: bool = False  # a policy option, not the sampler's: reuse the last chunk's solution
 
 
 def _plain(spec: Any) -> dict[str, Any]:
@@ -69,8 +70,12 @@ def prepare_samplers(policy: Any, specs: Sequence[Any]) -> tuple[list[BenchEntry
         if checkpoint is not None and not Path(str(checkpoint)).is_file():
             skipped.append({"spec": spec, "reason": f"checkpoint '{checkpoint}' not found"})
             continue
+        options = {k: v for k, v in spec.items() if k != "warm_start"}
+        warm_start = spec.get("warm_start", False)
+        if not isinstance(warm_start, bool):
+            raise BenchSpecError(f"sampler {spec}: warm_start must be true or false, got {warm_start!r}")
         try:
-            sampler = build_sampler(spec, policy.config.noise_scheduler)
+            sampler = build_sampler(options, policy.config.noise_scheduler)
         except (ValueError, TypeError) as exc:
             raise BenchSpecError(f"sampler {spec}: {exc}") from exc
         previous = policy.sampler
@@ -80,10 +85,10 @@ def prepare_samplers(policy: Any, specs: Sequence[Any]) -> tuple[list[BenchEntry
             raise BenchSpecError(f"sampler {spec}: {exc}") from exc
         finally:
             policy.set_sampler(previous)
-        label = str(spec.get("label") or sampler.name)
+        label = str(spec.get("label") or (sampler.name + ("+warm" if warm_start else "")))
         if any(e.label == label for e in entries):
             raise BenchSpecError(f"two benchmark samplers are both labelled '{label}'; give one a 'label'")
-        entries.append(BenchEntry(label, spec, sampler))
+        entries.append(BenchEntry(label, spec, sampler, warm_start))
     return entries, skipped
 
 
@@ -121,6 +126,7 @@ def merge_results(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     first = parts[0]
     return {
         "sampler": first["sampler"],
+        "warm_start": first.get("warm_start", False),
         "env_id": first["env_id"],
         "obs_type": first["obs_type"],
         "max_steps": first["max_steps"],
@@ -195,7 +201,7 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
                 pbar.set_postfix_str(f"batch {index + 1}/{len(batches)} {entry.label}")
                 parts[entry.label].append(evaluate_policy(policy, sampler=entry.sampler, env_cfg=env_cfg,
                                                           seeds=batch, n_envs=n_envs, progress=False,
-                                                          max_steps=max_steps))
+                                                          max_steps=max_steps, warm_start=entry.warm_start))
                 pbar.update()
 
     results = []

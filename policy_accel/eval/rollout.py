@@ -185,11 +185,12 @@ def _summarise_stats(stats: Sequence[SampleStats]) -> dict[str, Any]:
 
 def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int], n_envs: int | None = None,
                     progress: bool = True, max_steps: int | None = None, record_video_episodes: int = 0,
-                    video_dir: str | Path | None = None) -> dict[str, Any]:
+                    video_dir: str | Path | None = None, warm_start: bool | None = None) -> dict[str, Any]:
     """One episode per seed; returns a JSON-able dict of task scores, latencies and machine facts.
 
     ``sampler`` is a spec for ``policy.set_sampler`` (``None``: keep the policy's own); the
-    policy's previous sampler is restored afterwards. ``env_cfg`` needs ``id`` and
+    policy's previous sampler is restored afterwards, as is its ``warm_start`` flag when
+    ``warm_start`` (``None``: keep the policy's) overrides it for this evaluation. ``env_cfg`` needs ``id`` and
     ``obs_type`` (``max_episode_steps``, ``render_size`` optional). Episodes run in
     batches of ``n_envs`` (default ``min(len(seeds), 10)``); the policy generator is
     reseeded with each batch's first seed, so the same seeds and ``n_envs`` give the same
@@ -209,9 +210,12 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
     if n_video and video_dir is None:
         raise ValueError("record_video_episodes > 0 needs a video_dir")
 
-    previous_sampler = policy.sampler
+    previous_sampler, previous_warm_start = policy.sampler, policy.warm_start
     if sampler is not None:
         policy.set_sampler(sampler)
+    if warm_start is not None:
+        policy.warm_start = bool(warm_start)
+    warm_started = bool(policy.warm_start)
     name = str(getattr(policy.sampler, "name", sampler))
     timing = _Timing()
     episodes: list[dict[str, Any]] = []
@@ -236,6 +240,7 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
                 recorded += [a for a, keep in zip(actions, record) if keep]
     finally:
         policy.set_sampler(previous_sampler)
+        policy.warm_start = previous_warm_start
         policy.reset()
     wall_s = time.perf_counter() - wall_start
 
@@ -250,6 +255,7 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
     return {
         "sampler": name,
         "sampler_spec": _spec_json(sampler if sampler is not None else name),
+        "warm_start": warm_started,
         "env_id": env_id,
         "obs_type": obs_type,
         "max_steps": max_steps,
