@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,3 +228,38 @@ def test_extrapolated_guess_is_exact_for_a_network_with_a_fixed_clean_chunk(cond
 def test_initial_guess_option_is_validated():
     with pytest.raises(ValueError, match="initial_guess"):
         build_sampler({"name": "paraddpm", "initial_guess": "zeros"})
+
+
+TEACHER = Path(__file__).resolve().parents[1] / "checkpoints" / "pusht_keypoints_teacher.safetensors"
+
+
+@pytest.fixture(scope="module")
+def teacher_problem():
+    """The shipped PushT teacher's denoiser and the conditioning of a real first observation."""
+    if not TEACHER.is_file():
+        pytest.skip(f"shipped teacher not found at {TEACHER}")
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers policy_accel/PushT-v0)
+    from policy_accel.policy.checkpoint import load_policy
+
+    policy = load_policy(TEACHER)
+    env = gym.make("policy_accel/PushT-v0", obs_type=policy.config.obs_type)
+    obs, _ = env.reset(seed=100000)
+    env.close()
+    history = torch.as_tensor(obs, dtype=torch.float32).expand(1, policy.config.n_obs_steps, -1)
+    cond = policy.normalizer.normalize("obs", history).flatten(1)
+    return policy.denoise, cond, (1, policy.config.horizon, policy.config.action_dim)
+
+
+@pytest.mark.parametrize("kind,steps", [("ddpm", 100), ("ddim", 16), ("dpmsolver", 10)])
+@pytest.mark.parametrize("window", [1, 2, 7, 16, "N"])
+def test_picard_reproduces_sequential_on_the_shipped_teacher(teacher_problem, kind, steps, window):
+    denoiser, teacher_cond, shape = teacher_problem
+    window = steps if window == "N" else window
+    reference = build_sampler(f"{kind}-{steps}").sample(denoiser, teacher_cond, shape,
+                                                         generator=torch.Generator().manual_seed(3))
+    picard = build_sampler({"name": f"para{kind}", "num_steps": steps, "window": window, "tolerance": 1e-8})
+    out = picard.sample(denoiser, teacher_cond, shape, generator=torch.Generator().manual_seed(3))
+    assert out.stats.converged and out.stats.rounds <= steps
+    assert (out.sample - reference.sample).abs().max() < 1e-4
