@@ -11,7 +11,8 @@ import pytest
 
 from helpers import tiny_policy
 from policy_accel.cli.main import main
-from policy_accel.eval.bench import BenchSpecError, bench_markdown, merge_results, run_benchmark
+from policy_accel.eval.bench import (BenchSpecError, bench_markdown, compare_pairs, merge_results,
+                                     paired_difference, run_benchmark)
 from policy_accel.eval.plots import pareto_front, plot_latency_distributions, plot_reward_vs_latency
 from policy_accel.eval.rollout import evaluate_policy
 from policy_accel.policy.checkpoint import save_policy
@@ -140,15 +141,19 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     missing = tmp_path / "student.safetensors"
     samplers = ("samplers=[{name: ddim, num_steps: 2},{name: paraddim, num_steps: 3, window: 2},"
                 f"{{name: student, checkpoint: '{missing}'}}]")
-    args = [f"checkpoint={checkpoint}", samplers, "n_seeds=2", "n_envs=1", "max_steps=6", f"output_dir={out_dir}"]
+    args = [f"checkpoint={checkpoint}", samplers, "n_seeds=2", "n_envs=1", "max_steps=6", f"output_dir={out_dir}",
+            "compare=[[paraddim-3,ddim-2],[student-2,ddim-2]]"]
     main(["bench", *args])
     report = json.loads((out_dir / "report.json").read_text())
     assert [r["label"] for r in report["results"]] == ["ddim-2", "paraddim-3"]
     assert report["baseline"] == "ddim-2" and report["seeds"] == [100000, 100001] and report["n_envs"] == 1
     assert report["checkpoint"] == str(checkpoint) and report["command"].startswith("policy-accel bench ")
-    assert all(r["n_episodes"] == 2 for r in report["results"]) and len(report["skipped"]) == 1
+    assert all(r["n_episodes"] == 2 for r in report["results"]) and len(report["skipped"]) == 2
+    assert [(c["a"], c["b"], c["n_seeds"]) for c in report["comparisons"]] == [("paraddim-3", "ddim-2", 2)]
     text = (out_dir / "report.md").read_text()
     assert "| ddim-2 | 2 |" in text and "1.00x" in text and "torch_threads" in text and "not found" in text
+    assert "## Paired comparisons" in text and "| paraddim-3 | ddim-2 | 2 |" in text
+    assert "no sampler labelled ['student-2']" in text
     for name in ("reward_vs_latency.png", "latency_distributions.png"):
         assert (out_dir / name).read_bytes().startswith(PNG_MAGIC)
     printed = capsys.readouterr().out
@@ -174,3 +179,22 @@ def test_warm_start_entries_run_with_warm_start_and_restore_the_policy(policy: D
     with pytest.raises(BenchSpecError, match="warm_start"):
         run_benchmark(policy, [{**para, "warm_start": "yes"}], ENV_CFG, SEEDS[:1], n_envs=1, max_steps=2,
                       progress=False)
+
+
+def test_paired_difference_pairs_by_seed() -> None:
+    def result(label: str, rewards: dict[int, float], p50: float) -> dict:
+        return {"label": label, "latency_ms": {"p50": p50},
+                "episodes": [{"seed": seed, "max_reward": r} for seed, r in rewards.items()]}
+
+    a = result("a", {1: 0.9, 2: 0.5, 3: 0.7, 4: 0.8}, 2.0)
+    b = result("b", {4: 0.7, 3: 0.7, 2: 0.4, 1: 0.8, 9: 0.0}, 10.0)  # other order, one extra seed
+    c = paired_difference(a, b)
+    assert c["n_seeds"] == 4 and c["mean_diff"] == pytest.approx(0.075)
+    assert (c["a_better"], c["b_better"], c["ties"]) == (3, 0, 1)
+    assert c["ci95"] == pytest.approx(1.96 * np.std([0.1, 0.1, 0.0, 0.1], ddof=1) / 2)
+    assert c["a_clearly_better"] and c["latency_ratio_b_over_a"] == pytest.approx(5.0)
+    assert not paired_difference(b, a)["a_clearly_better"]
+    comparisons, notes = compare_pairs([a, b], [["a", "b"], ["a", "zz"]])
+    assert len(comparisons) == 1 and "zz" in notes[0]["reason"]
+    with pytest.raises(BenchSpecError, match="pair"):
+        compare_pairs([a, b], [["a"]])

@@ -170,3 +170,37 @@ def test_student_loads_as_a_sampler_of_the_policy(tmp_path):
         build_sampler("student")
     with pytest.raises(FileNotFoundError):
         build_sampler({"name": "student", "checkpoint": str(tmp_path / "none.safetensors")})
+
+
+def test_a_narrower_student_starts_fresh_and_keeps_its_own_unet(tmp_path):
+    teacher, dataset = _tiny_teacher_and_dataset(tmp_path)
+    narrow = {"down_dims": [8], "kernel_size": 3, "n_groups": 4, "diffusion_step_embed_dim": 8}
+    (path,) = distill(teacher, dataset, tmp_path / "d", start_steps=4, final_steps=2, iterations=2, batch_size=8,
+                      student_unet=narrow)
+    student = StudentSampler.from_file(path)
+    assert student.policy_config["unet"]["down_dims"] == [8]
+    assert sum(p.numel() for p in student.network.parameters()) < sum(p.numel() for p in teacher.model.parameters())
+    teacher_path = save_policy(teacher, tmp_path / "teacher.safetensors")
+    policy = policy_accel.load(teacher_path, sampler={"name": "student", "checkpoint": str(path)})
+    policy.reset(seed=0)
+    assert np.isfinite(policy.select_action(np.full(20, 250.0))).all()
+    with pytest.raises(ValueError, match="unknown unet config keys"):
+        distill(teacher, dataset, tmp_path / "e", start_steps=4, final_steps=2, iterations=1, batch_size=8,
+                student_unet={"down_dim": [8]})
+
+
+def test_a_chain_continues_from_a_finished_student(tmp_path):
+    teacher, dataset = _tiny_teacher_and_dataset(tmp_path)
+    (four,) = distill(teacher, dataset, tmp_path / "a", start_steps=8, final_steps=4, iterations=2, batch_size=8)
+    # lr 0: every round's student keeps its initial weights, which must be the 4-step student's
+    paths = distill(teacher, dataset, tmp_path / "b", start_steps=4, final_steps=1, iterations=2, batch_size=8,
+                    lr=0.0, start_from=four)
+    assert [StudentSampler.from_file(p).num_steps for p in paths] == [2, 1]
+    start = StudentSampler.from_file(four).network.state_dict()
+    for path in paths:
+        continued = StudentSampler.from_file(path).network.state_dict()
+        assert all(torch.equal(continued[k], start[k]) for k in start)
+    assert not torch.equal(start["final_conv.1.weight"], teacher.model.state_dict()["final_conv.1.weight"])
+    with pytest.raises(ValueError, match="4-step student, but start_steps is 8"):
+        distill(teacher, dataset, tmp_path / "c", start_steps=8, final_steps=2, iterations=1, batch_size=8,
+                start_from=four)

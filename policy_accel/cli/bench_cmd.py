@@ -18,7 +18,8 @@ def run(args: list[str]) -> None:
     cfg = load_config("bench", args)
     import torch
 
-    from policy_accel.eval.bench import BenchSpecError, bench_table, run_benchmark, write_bench_report
+    from policy_accel.eval.bench import (BenchSpecError, bench_table, comparison_table, run_benchmark,
+                                         write_bench_report)
     from policy_accel.eval.plots import plot_latency_distributions, plot_reward_vs_latency
     from policy_accel.policy.checkpoint import CheckpointError, load_policy
 
@@ -46,7 +47,9 @@ def run(args: list[str]) -> None:
     seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
     try:
         report = run_benchmark(policy, samplers, cfg.env, seeds, n_envs=int(cfg.n_envs),
-                               max_steps=int(cfg.max_steps), progress=True, checkpoint=str(checkpoint))
+                               max_steps=int(cfg.max_steps), progress=True, checkpoint=str(checkpoint),
+                               compare=[] if cfg.compare is None
+                               else OmegaConf.to_container(cfg.compare, resolve=True))
     except BenchSpecError as exc:  # a bad sampler entry, or a student file that does not fit
         raise SystemExit(f"policy-accel bench: {exc}") from None
     report["command"] = shlex.join(["policy-accel", "bench", *args])
@@ -57,4 +60,6 @@ def run(args: list[str]) -> None:
     scatter = plot_reward_vs_latency(report["results"], output_dir / "reward_vs_latency.png")
     boxes = plot_latency_distributions(report["results"], output_dir / "latency_distributions.png")
     print(bench_table(report["results"]))
+    if report["comparisons"]:
+        print("\n" + comparison_table(report["comparisons"]))
     print(f"\nreport: {md_path}\n        {json_path}\nplots:  {scatter}\n        {boxes}")

@@ -36,11 +36,19 @@ def run(args: list[str]) -> None:
         return {"mean_max_reward": result["mean_max_reward"], "success_rate": result["success_rate"],
                 "eval_seeds": len(seeds)}
 
-    paths = distill(teacher, dataset, cfg.run_dir, start_steps=int(cfg.start_steps), final_steps=int(cfg.final_steps),
-                    iterations=int(cfg.iterations), first_round_iterations=cfg.first_round_iterations,
-                    batch_size=int(cfg.batch_size), lr=float(cfg.lr), ckpt_every=int(cfg.ckpt_every),
-                    log_every=int(cfg.log_every), seed=int(cfg.seed), evaluate=evaluate if seeds else None,
-                    recipe={"command": "policy-accel distill " + " ".join(args),
-                            "config": OmegaConf.to_container(cfg, resolve=True)})
+    def optional(value: Any) -> Any:  # null, a scalar or a mapping such as student_unet
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    options = dict(start_steps=int(cfg.start_steps), final_steps=int(cfg.final_steps),
+                   iterations=int(cfg.iterations), first_round_iterations=optional(cfg.first_round_iterations),
+                   batch_size=int(cfg.batch_size), lr=float(cfg.lr), first_round_lr=optional(cfg.first_round_lr),
+                   ckpt_every=int(cfg.ckpt_every), log_every=int(cfg.log_every), seed=int(cfg.seed),
+                   student_unet=optional(cfg.student_unet), start_from=optional(cfg.start_from))
+    try:
+        paths = distill(teacher, dataset, cfg.run_dir, evaluate=evaluate if seeds else None,
+                        recipe={"command": "policy-accel distill " + " ".join(args),
+                                "config": OmegaConf.to_container(cfg, resolve=True)}, **options)
+    except (ValueError, CheckpointError, FileNotFoundError) as exc:
+        raise SystemExit(f"policy-accel distill: {exc}") from None
     for path in paths:
         print(f"student: {path}")

@@ -18,6 +18,11 @@ Choices, and why:
   divides by alpha ~ 5e-4. The first student starts from the epsilon teacher's weights
   (at low noise v ~ eps, so they are a good start) and is converted while it learns its
   first round; nothing is retrained from scratch.
+* **Smaller student** (optional ``student_unet``): the first student may have a narrower
+  U-Net than the teacher. It then starts from a fresh initialisation (there are no
+  weights to copy) and learns the round-1 target directly; every later round copies it as
+  usual. The step count alone cannot beat ``100 / N`` times the teacher's latency, since
+  each student call costs a teacher call; a cheaper network per call can.
 * **Target** (closed form): ``x~ = (z'' - (sigma''/sigma) z) / (alpha'' - (sigma''/sigma) alpha)``,
   the clean chunk for which one DDIM step from ``z`` lands on the teacher's ``z''``.
 """
@@ -27,9 +32,9 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -38,10 +43,11 @@ from tqdm.auto import tqdm
 
 from policy_accel.data.datasets import PushTDataset
 from policy_accel.model.conditional_unet1d import ConditionalUnet1D
+from policy_accel.policy.config import UnetConfig
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
 from policy_accel.samplers.solvers import (DDIMSolver, StepSolver, VPredictionDDIMSolver, abar_at, shared_schedule,
                                            trailing_grid)
-from policy_accel.samplers.student import StudentSampler, save_student
+from policy_accel.samplers.student import StudentSampler, save_student, unet_from_policy_config
 
 @dataclass
 class DistillTarget:
@@ -118,13 +124,18 @@ def _load_student_network(path: Path) -> ConditionalUnet1D:
 
 def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str | Path, *, start_steps: int = 64,
             final_steps: int = 1, iterations: int = 2500, first_round_iterations: int | None = None,
-            batch_size: int = 256, lr: float = 1e-4, ckpt_every: int = 500, log_every: int = 100, seed: int = 0,
+            batch_size: int = 256, lr: float = 1e-4, first_round_lr: float | None = None, ckpt_every: int = 500,
+            log_every: int = 100, seed: int = 0, student_unet: Mapping[str, Any] | None = None,
+            start_from: str | Path | None = None,
             evaluate: Callable[[StudentSampler], dict[str, Any]] | None = None,
             recipe: dict[str, Any] | None = None) -> list[Path]:
     """Run (or resume) every round; returns the student checkpoint of each round.
 
-    ``evaluate`` (optional) scores each finished student (e.g. rollouts on a few seeds);
-    its result goes into the round's JSON log line.
+    ``student_unet`` (optional) gives the students a U-Net size of their own (see the
+    module docstring). ``start_from`` (optional) is a finished student checkpoint that
+    takes the teacher's place, so a chain can go on from a shipped student; ``start_steps``
+    is then its step count. ``evaluate`` (optional) scores each finished student (e.g.
+    rollouts on a few seeds); its result goes into the round's JSON log line.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -137,17 +148,37 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
                         generator=torch.Generator().manual_seed(seed))
     pairs = training_pairs(loader, teacher_policy)
 
-    teacher = DistillTarget(teacher_policy.model.eval(), DDIMSolver(schedule, start_steps))
+    if start_from is not None:
+        if student_unet is not None:
+            raise ValueError("student_unet applies to a chain that starts from the teacher, not to start_from")
+        start = StudentSampler.from_file(start_from)
+        start.check_compatible(config.obs_dim, config.n_obs_steps, config.horizon, config.action_dim, normalizer)
+        if start.num_steps != start_steps:
+            raise ValueError(f"start_from '{start_from}' is a {start.num_steps}-step student, but start_steps is "
+                             f"{start_steps}")
+        teacher = DistillTarget(start.network, start.solver)
+        policy_config = {**policy_config, "unet": dict(start.policy_config["unet"])}
+        fresh_student = None
+    else:
+        teacher = DistillTarget(teacher_policy.model.eval(), DDIMSolver(schedule, start_steps))
+        fresh_student = None
+        if student_unet is not None:
+            unet = UnetConfig.from_dict(student_unet)
+            policy_config = {**policy_config, "unet": {**asdict(unet), "down_dims": list(unet.down_dims)}}
+            torch.manual_seed(seed)
+            fresh_student = unet_from_policy_config(policy_config)
     outputs = []
     for round_index, n in enumerate(round_plan(start_steps, final_steps), start=1):
         out_path = run_dir / f"student_round{round_index}_{n}steps.safetensors"
         grid = trailing_grid(schedule["num_train_timesteps"], n)
+        first = round_index == 1
         if out_path.exists():  # finished earlier: it becomes the next teacher
             student = _load_student_network(out_path)
         else:
             student = _train_round(teacher, grid, pairs, alphas_cumprod, run_dir, round_index, n,
-                                   iterations if round_index > 1 or first_round_iterations is None
-                                   else first_round_iterations, lr, ckpt_every, log_every, seed)
+                                   first_round_iterations if first and first_round_iterations else iterations,
+                                   first_round_lr if first and first_round_lr else lr, ckpt_every, log_every, seed,
+                                   init=fresh_student if first else None)
             save_student(student, normalizer, policy_config, grid, out_path,
                          recipe={**(recipe or {}), "round": round_index, "teacher_steps": 2 * n})
             record: dict[str, Any] = {"event": "round_done", "round": round_index, "steps": n,
@@ -163,8 +194,8 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
 
 def _train_round(teacher: DistillTarget, grid: torch.Tensor, pairs: Iterator[tuple[torch.Tensor, torch.Tensor]],
                  alphas_cumprod: torch.Tensor, run_dir: Path, round_index: int, n: int, iterations: int,
-                 lr: float, ckpt_every: int, log_every: int, seed: int) -> nn.Module:
-    student = copy.deepcopy(teacher.network).train()
+                 lr: float, ckpt_every: int, log_every: int, seed: int, init: nn.Module | None = None) -> nn.Module:
+    student = copy.deepcopy(init if init is not None else teacher.network).train()
     for parameter in student.parameters():
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(student.parameters(), lr=lr)

@@ -168,14 +168,56 @@ def add_speedups(results: Sequence[dict[str, Any]]) -> None:
         result["rounds_ratio_vs_baseline"] = _ratio(base["rounds_per_chunk"], result["rounds_per_chunk"])
 
 
+def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Reward of ``a`` minus ``b``, paired by seed: the honest test of "a beats b".
+
+    Both ran the same initial states, so the per-seed differences cancel how hard each
+    start is; their CI95 is much tighter than comparing the two means' own CIs.
+    """
+    reward_b = {e["seed"]: e["max_reward"] for e in b["episodes"]}
+    diffs = np.array([e["max_reward"] - reward_b[e["seed"]] for e in a["episodes"] if e["seed"] in reward_b])
+    n = len(diffs)
+    if n == 0:
+        raise ValueError(f"{a.get('label')} and {b.get('label')} share no seeds")
+    std = float(diffs.std(ddof=1)) if n > 1 else None
+    mean = float(diffs.mean())
+    ci = 1.96 * std / math.sqrt(n) if std is not None else None
+    return {"a": a.get("label"), "b": b.get("label"), "n_seeds": n, "mean_diff": mean, "ci95": ci,
+            "a_better": int((diffs > 0).sum()), "b_better": int((diffs < 0).sum()), "ties": int((diffs == 0).sum()),
+            "a_clearly_better": ci is not None and mean - ci > 0,
+            "latency_ratio_b_over_a": _ratio(b["latency_ms"]["p50"], a["latency_ms"]["p50"])}
+
+
+def compare_pairs(results: Sequence[Mapping[str, Any]],
+                  pairs: Sequence[Sequence[str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Paired differences for each ``[label_a, label_b]``; pairs naming a sampler that is not
+    in this run (e.g. its checkpoint was skipped) come back as notes, never silently dropped."""
+    by_label = {r["label"]: r for r in results}
+    comparisons, notes = [], []
+    for pair in pairs:
+        if isinstance(pair, str) or len(pair) != 2:
+            raise BenchSpecError(f"a comparison must be a pair [label_a, label_b], got {pair!r}")
+        a, b = (str(x) for x in pair)
+        missing = [x for x in (a, b) if x not in by_label]
+        if missing:
+            notes.append({"pair": [a, b], "reason": f"no sampler labelled {missing} in this run; "
+                                                    f"labels: {sorted(by_label)}"})
+            continue
+        comparisons.append(paired_difference(by_label[a], by_label[b]))
+    return comparisons, notes
+
+
 def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Sequence[int], n_envs: int,
-                  max_steps: int, progress: bool = True, checkpoint: str | None = None) -> dict[str, Any]:
+                  max_steps: int, progress: bool = True, checkpoint: str | None = None,
+                  compare: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
     """Every sampler on every seed batch (order rotated per batch), pooled per sampler.
 
     ``samplers`` are specs for :func:`build_sampler` (optionally with ``label``); the first
-    one that is available is the baseline of the speed-ups. Returns a JSON-able dict with
-    ``results`` (one pooled result per sampler, in the given order), ``baseline``,
-    ``skipped``, ``batch_orders``, ``machine``, ``seeds``, ``n_envs`` and ``checkpoint``.
+    one that is available is the baseline of the speed-ups. ``compare`` lists label pairs
+    whose seed-paired reward difference the report gives (e.g. a student vs DDIM at the
+    same step count). Returns a JSON-able dict with ``results`` (one pooled result per
+    sampler, in the given order), ``baseline``, ``comparisons``, ``skipped``,
+    ``batch_orders``, ``machine``, ``seeds``, ``n_envs`` and ``checkpoint``.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -183,6 +225,9 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
     if int(n_envs) < 1 or int(max_steps) < 1:
         raise ValueError(f"n_envs and max_steps must be >= 1, got {n_envs} and {max_steps}")
     n_envs, max_steps = int(n_envs), int(max_steps)
+    for pair in compare:
+        if isinstance(pair, str) or len(pair) != 2:
+            raise BenchSpecError(f"a comparison must be a pair [label_a, label_b], got {pair!r}")
     entries, skipped = prepare_samplers(policy, samplers)
     for note in skipped:
         print(f"bench: skipping sampler {note['spec']}: {note['reason']}")
@@ -211,7 +256,11 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
                       calibration=getattr(entry.sampler, "calibration", None))
         results.append(result)
     add_speedups(results)
-    return {"results": results, "baseline": entries[0].label, "skipped": skipped, "batch_orders": orders,
+    comparisons, comparison_notes = compare_pairs(results, compare)
+    for note in comparison_notes:
+        print(f"bench: no comparison {note['pair']}: {note['reason']}")
+    return {"results": results, "baseline": entries[0].label, "comparisons": comparisons,
+            "skipped": skipped + comparison_notes, "batch_orders": orders,
             "machine": machine_info(), "seeds": seeds, "n_envs": n_envs, "max_steps": max_steps,
             "checkpoint": checkpoint}
 
@@ -239,6 +288,20 @@ def bench_table(results: Sequence[Mapping[str, Any]]) -> str:
     """The benchmark's Markdown table, one row per sampler in the given order."""
     lines = ["| " + " | ".join(BENCH_COLUMNS) + " |", "|" + "|".join("---" for _ in BENCH_COLUMNS) + "|"]
     lines += ["| " + " | ".join(_bench_row(r)) + " |" for r in results]
+    return "\n".join(lines)
+
+
+def comparison_table(comparisons: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of seed-paired reward differences."""
+    header = ("A", "B", "seeds", "reward A - B ± CI95", "A better / B better / tie", "A clearly better",
+              "latency B / A")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for c in comparisons:
+        ratio = c.get("latency_ratio_b_over_a")
+        diff = f"{c['mean_diff']:+.3f}" + (f" ± {c['ci95']:.3f}" if c.get("ci95") is not None else "")
+        lines.append("| " + " | ".join([
+            str(c["a"]), str(c["b"]), str(c["n_seeds"]), diff, f"{c['a_better']} / {c['b_better']} / {c['ties']}",
+            "yes" if c["a_clearly_better"] else "no", f"{ratio:.2f}x" if ratio is not None else "n/a"]) + " |")
     return "\n".join(lines)
 
 
@@ -271,11 +334,15 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
         f"- seeds: {seeds[0]} … {seeds[-1]} ({len(seeds)} seeds), {report.get('n_envs')} envs per batch, "
         f"max {report.get('max_steps')} steps" if seeds else "- seeds: none",
     ]
+    if report.get("comparisons"):
+        lines += ["", "## Paired comparisons", "", comparison_table(report["comparisons"]), "",
+                  "Reward difference A - B over the same seeds (paired), with a normal-approximation CI95 "
+                  "of the per-seed differences; \"clearly\" means the whole CI95 lies above 0."]
     if calibrations:
         lines += ["", "## Picard window calibration", "", *calibrations]
     if report.get("skipped"):
         lines += ["", "## Skipped", ""]
-        lines += [f"- {note['spec']}: {note['reason']}" for note in report["skipped"]]
+        lines += [f"- {note.get('spec', note.get('pair'))}: {note['reason']}" for note in report["skipped"]]
     lines += ["", "## Machine", "", *[f"- {k}: {v}" for k, v in (report.get("machine") or {}).items()]]
     if report.get("command"):
         lines += ["", "## Command", "", f"    {report['command']}"]
