@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,6 +202,37 @@ def test_a_chain_continues_from_a_finished_student(tmp_path):
         continued = StudentSampler.from_file(path).network.state_dict()
         assert all(torch.equal(continued[k], start[k]) for k in start)
     assert not torch.equal(start["final_conv.1.weight"], teacher.model.state_dict()["final_conv.1.weight"])
+    narrow = {"down_dims": [8], "kernel_size": 3, "n_groups": 4, "diffusion_step_embed_dim": 8}
+    with pytest.raises(ValueError, match="pass the matching student_unet"):
+        distill(teacher, dataset, tmp_path / "e", start_steps=4, final_steps=2, iterations=1, batch_size=8,
+                student_unet=narrow, start_from=four)
     with pytest.raises(ValueError, match="4-step student, but start_steps is 8"):
         distill(teacher, dataset, tmp_path / "c", start_steps=8, final_steps=2, iterations=1, batch_size=8,
                 start_from=four)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+@pytest.mark.parametrize("steps", [4, 2, 1])
+def test_shipped_students_plan_chunks_under_the_shipped_teacher(steps):
+    teacher_path = SHIPPED / "pusht_keypoints_teacher.safetensors"
+    student_path = SHIPPED / f"pusht_keypoints_student_{steps}step.safetensors"
+    policy = policy_accel.load(teacher_path, sampler={"name": "student", "checkpoint": str(student_path)})
+    assert policy.sampler.num_steps == steps
+    # the shipped students are narrower than the teacher, so a call costs less than a teacher call
+    student_params = sum(p.numel() for p in policy.sampler.network.parameters())
+    assert student_params < 0.5 * sum(p.numel() for p in policy.model.parameters())
+    policy.reset(seed=100000)
+    actions = np.stack([policy.select_action(np.full(20, 250.0)) for _ in range(9)])
+    assert np.isfinite(actions).all() and policy.last_stats.nfe == steps
+    assert ((actions >= 0) & (actions <= 512)).all()  # inside PushT's workspace (env units)
+
+
+def test_a_run_dir_refuses_finished_rounds_of_another_student_unet(tmp_path):
+    teacher, dataset = _tiny_teacher_and_dataset(tmp_path)
+    options = dict(start_steps=4, final_steps=2, iterations=1, batch_size=8)
+    distill(teacher, dataset, tmp_path / "d", **options)
+    narrow = {"down_dims": [8], "kernel_size": 3, "n_groups": 4, "diffusion_step_embed_dim": 8}
+    with pytest.raises(ValueError, match="another run_dir or the matching student_unet"):
+        distill(teacher, dataset, tmp_path / "d", student_unet=narrow, **options)

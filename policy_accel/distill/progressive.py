@@ -118,8 +118,15 @@ def training_pairs(loader: DataLoader, policy: DiffusionPolicy) -> Iterator[tupl
             yield x, cond
 
 
-def _load_student_network(path: Path) -> ConditionalUnet1D:
-    return StudentSampler.from_file(path).network
+def _load_finished_round(path: Path, unet: Mapping[str, Any]) -> ConditionalUnet1D:
+    """A finished round's student, refused if it was distilled into another U-Net than this run asks for
+    (a run_dir reused with a changed ``student_unet`` would otherwise mix two chains)."""
+    finished = StudentSampler.from_file(path)
+    found = dict(finished.policy_config["unet"])
+    if {k: found.get(k) for k in unet} != dict(unet):
+        raise ValueError(f"'{path}' holds a student with U-Net {found}, but this run distils into {dict(unet)}; "
+                         "use another run_dir or the matching student_unet")
+    return finished.network
 
 
 def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str | Path, *, start_steps: int = 64,
@@ -148,10 +155,15 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
                         generator=torch.Generator().manual_seed(seed))
     pairs = training_pairs(loader, teacher_policy)
 
+    wanted_unet = None
+    if student_unet is not None:
+        unet = UnetConfig.from_dict(student_unet)
+        wanted_unet = {**asdict(unet), "down_dims": list(unet.down_dims)}
     if start_from is not None:
-        if student_unet is not None:
-            raise ValueError("student_unet applies to a chain that starts from the teacher, not to start_from")
         start = StudentSampler.from_file(start_from)
+        if wanted_unet is not None and dict(start.policy_config["unet"]) != wanted_unet:
+            raise ValueError(f"start_from '{start_from}' has U-Net {dict(start.policy_config['unet'])}, not the "
+                             f"student_unet {wanted_unet}; pass the matching student_unet (or null)")
         start.check_compatible(config.obs_dim, config.n_obs_steps, config.horizon, config.action_dim, normalizer)
         if start.num_steps != start_steps:
             raise ValueError(f"start_from '{start_from}' is a {start.num_steps}-step student, but start_steps is "
@@ -162,9 +174,8 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
     else:
         teacher = DistillTarget(teacher_policy.model.eval(), DDIMSolver(schedule, start_steps))
         fresh_student = None
-        if student_unet is not None:
-            unet = UnetConfig.from_dict(student_unet)
-            policy_config = {**policy_config, "unet": {**asdict(unet), "down_dims": list(unet.down_dims)}}
+        if wanted_unet is not None:
+            policy_config = {**policy_config, "unet": wanted_unet}
             torch.manual_seed(seed)
             fresh_student = unet_from_policy_config(policy_config)
     outputs = []
@@ -173,7 +184,7 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
         grid = trailing_grid(schedule["num_train_timesteps"], n)
         first = round_index == 1
         if out_path.exists():  # finished earlier: it becomes the next teacher
-            student = _load_student_network(out_path)
+            student = _load_finished_round(out_path, policy_config["unet"])
         else:
             student = _train_round(teacher, grid, pairs, alphas_cumprod, run_dir, round_index, n,
                                    first_round_iterations if first and first_round_iterations else iterations,
@@ -204,7 +215,11 @@ def _train_round(teacher: DistillTarget, grid: torch.Tensor, pairs: Iterator[tup
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         if state["round"] == round_index:
-            student.load_state_dict(state["student"])
+            try:
+                student.load_state_dict(state["student"])
+            except RuntimeError as exc:
+                raise ValueError(f"'{state_path}' holds a half-trained student of another U-Net than this run's; "
+                                 f"use another run_dir or the matching student_unet ({exc})") from exc
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
             start = int(state["iteration"])
