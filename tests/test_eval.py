@@ -151,3 +151,14 @@ def test_cli_picard_sampler_from_config_group(tmp_path: Path) -> None:
           f"output_dir={out_dir}"])
     report = json.loads((out_dir / "report.json").read_text())
     assert report["sampler"] == "paraddim-8" and report["rounds_per_chunk"] <= 8
+
+
+def test_cli_runs_the_shipped_students_by_step_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the config's default paths are repo-relative
+    for steps in (2, 1):
+        out_dir = tmp_path / f"student{steps}"
+        main(["eval", f"sampler=student-{steps}", "n_seeds=1", "max_steps=9", f"output_dir={out_dir}"])
+        report = json.loads((out_dir / "report.json").read_text())
+        assert report["sampler"] == f"student-{steps}" and report["nfe_per_chunk"] == steps
+    with pytest.raises(SystemExit, match="student_3step.safetensors.* not found|not found.*student_3step"):
+        main(["eval", "sampler=student-3", "n_seeds=1", f"output_dir={tmp_path}"])

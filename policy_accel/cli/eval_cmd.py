@@ -38,7 +38,7 @@ def run(args: list[str]) -> None:
         policy = load_policy(checkpoint, sampler=spec)
     except CheckpointError as exc:
         raise SystemExit(f"policy-accel eval: {exc}") from None
-    except (ValueError, TypeError) as exc:  # a bad sampler spec
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # a bad sampler spec, a missing student file
         raise SystemExit(f"policy-accel eval: bad sampler {spec!r}: {exc}") from None
     for key in ("n_seeds", "n_envs", "max_steps"):
         if int(cfg[key]) < 1:
