@@ -15,14 +15,16 @@ Choices, and why:
 * **Parameterisation**: students predict ``v = alpha eps - sigma x`` and are trained on
   ``x`` with the paper's truncated-SNR weight ``max(alpha^2 / sigma^2, 1)``. Epsilon
   prediction breaks at few steps: at t=99 of this schedule ``x = (z - sigma eps) / alpha``
-  divides by alpha ~ 5e-4. The first student starts from the epsilon teacher's weights
-  (at low noise v ~ eps, so they are a good start) and is converted while it learns its
-  first round; nothing is retrained from scratch.
-* **Smaller student** (optional ``student_unet``): the first student may have a narrower
-  U-Net than the teacher. It then starts from a fresh initialisation (there are no
-  weights to copy) and learns the round-1 target directly; every later round copies it as
-  usual. The step count alone cannot beat ``100 / N`` times the teacher's latency, since
-  each student call costs a teacher call; a cheaper network per call can.
+  divides by alpha ~ 5e-4. A student with the teacher's U-Net starts from the epsilon
+  teacher's weights (at low noise v ~ eps, so they are a good start) and is converted while
+  it learns its first round. Either way the teacher is converted by distillation, never
+  retrained on the data.
+* **Narrower student** (optional ``student_unet``, the shipped recipe): the first student
+  may have a narrower U-Net than the teacher. It then starts from a fresh initialisation
+  (there are no weights to copy) and learns the round-1 target, the teacher's two-step
+  DDIM result, directly; every later round copies it as usual. The step count alone
+  cannot beat ``100 / N`` times the teacher's latency, since each student call costs a
+  teacher call; a cheaper network per call can.
 * **Target** (closed form): ``x~ = (z'' - (sigma''/sigma) z) / (alpha'' - (sigma''/sigma) alpha)``,
   the clean chunk for which one DDIM step from ``z`` lands on the teacher's ``z''``.
 """
