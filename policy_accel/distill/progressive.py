@@ -157,7 +157,7 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
                         generator=torch.Generator().manual_seed(seed))
     pairs = training_pairs(loader, teacher_policy)
 
-    wanted_unet = None
+    wanted_unet, fresh_student = None, None
     if student_unet is not None:
         unet = UnetConfig.from_dict(student_unet)
         wanted_unet = {**asdict(unet), "down_dims": list(unet.down_dims)}
@@ -172,10 +172,8 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
                              f"{start_steps}")
         teacher = DistillTarget(start.network, start.solver)
         policy_config = {**policy_config, "unet": dict(start.policy_config["unet"])}
-        fresh_student = None
     else:
         teacher = DistillTarget(teacher_policy.model.eval(), DDIMSolver(schedule, start_steps))
-        fresh_student = None
         if wanted_unet is not None:
             policy_config = {**policy_config, "unet": wanted_unet}
             torch.manual_seed(seed)

@@ -188,15 +188,20 @@ def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, A
             "latency_ratio_b_over_a": _ratio(b["latency_ms"]["p50"], a["latency_ms"]["p50"])}
 
 
+def _check_pairs(pairs: Sequence[Sequence[str]]) -> None:
+    for pair in pairs:
+        if isinstance(pair, str) or len(pair) != 2:
+            raise BenchSpecError(f"a comparison must be a pair [label_a, label_b], got {pair!r}")
+
+
 def compare_pairs(results: Sequence[Mapping[str, Any]],
                   pairs: Sequence[Sequence[str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Paired differences for each ``[label_a, label_b]``; pairs naming a sampler that is not
     in this run (e.g. its checkpoint was skipped) come back as notes, never silently dropped."""
+    _check_pairs(pairs)
     by_label = {r["label"]: r for r in results}
     comparisons, notes = [], []
     for pair in pairs:
-        if isinstance(pair, str) or len(pair) != 2:
-            raise BenchSpecError(f"a comparison must be a pair [label_a, label_b], got {pair!r}")
         a, b = (str(x) for x in pair)
         missing = [x for x in (a, b) if x not in by_label]
         if missing:
@@ -225,9 +230,7 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
     if int(n_envs) < 1 or int(max_steps) < 1:
         raise ValueError(f"n_envs and max_steps must be >= 1, got {n_envs} and {max_steps}")
     n_envs, max_steps = int(n_envs), int(max_steps)
-    for pair in compare:
-        if isinstance(pair, str) or len(pair) != 2:
-            raise BenchSpecError(f"a comparison must be a pair [label_a, label_b], got {pair!r}")
+    _check_pairs(compare)  # before the long run, not after it
     entries, skipped = prepare_samplers(policy, samplers)
     for note in skipped:
         print(f"bench: skipping sampler {note['spec']}: {note['reason']}")
