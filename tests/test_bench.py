@@ -11,7 +11,7 @@ import pytest
 
 from helpers import tiny_policy
 from policy_accel.cli.main import main
-from policy_accel.eval.bench import (BenchSpecError, bench_markdown, compare_pairs, merge_results,
+from policy_accel.eval.bench import (BenchSpecError, bench_markdown, compare_pairs, comparison_table, merge_results,
                                      paired_difference, run_benchmark)
 from policy_accel.eval.plots import pareto_front, plot_latency_distributions, plot_reward_vs_latency
 from policy_accel.eval.rollout import evaluate_policy
@@ -194,6 +194,14 @@ def test_paired_difference_pairs_by_seed() -> None:
     assert c["ci95"] == pytest.approx(1.96 * np.std([0.1, 0.1, 0.0, 0.1], ddof=1) / 2)
     assert c["a_clearly_better"] and c["latency_ratio_b_over_a"] == pytest.approx(5.0)
     assert not paired_difference(b, a)["a_clearly_better"]
+    assert c["success_diff"] is None  # these episodes record no success: nothing is guessed
+    for result_, successes in ((a, [1, 0, 1, 1]), (b, [0, 1, 0, 1, 0])):
+        for episode, success in zip(result_["episodes"], successes):
+            episode["success"] = bool(success)
+    with_success = paired_difference(a, b)  # seeds 1-4: a succeeds 1,0,1,1; b (listed 4,3,2,1) 1,0,1,0
+    assert with_success["success_diff"] == pytest.approx(0.25)
+    assert with_success["success_ci95"] == pytest.approx(1.96 * np.std([1, 0, 0, 0], ddof=1) / 2)
+    assert "+0.250 ± " in comparison_table([with_success]) and "n/a" in comparison_table([c])
     comparisons, notes = compare_pairs([a, b], [["a", "b"], ["a", "zz"]])
     assert len(comparisons) == 1 and "zz" in notes[0]["reason"]
     with pytest.raises(BenchSpecError, match="pair"):

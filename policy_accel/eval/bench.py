@@ -168,23 +168,31 @@ def add_speedups(results: Sequence[dict[str, Any]]) -> None:
         result["rounds_ratio_vs_baseline"] = _ratio(base["rounds_per_chunk"], result["rounds_per_chunk"])
 
 
+def _paired_mean_ci(diffs: np.ndarray) -> tuple[float, float | None]:
+    ci = 1.96 * float(diffs.std(ddof=1)) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+    return float(diffs.mean()), ci
+
+
 def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """Reward of ``a`` minus ``b``, paired by seed: the honest test of "a beats b".
+    """Reward (and success rate) of ``a`` minus ``b``, paired by seed: the honest test of "a beats b".
 
     Both ran the same initial states, so the per-seed differences cancel how hard each
     start is; their CI95 is much tighter than comparing the two means' own CIs.
     """
-    reward_b = {e["seed"]: e["max_reward"] for e in b["episodes"]}
-    diffs = np.array([e["max_reward"] - reward_b[e["seed"]] for e in a["episodes"] if e["seed"] in reward_b])
-    n = len(diffs)
-    if n == 0:
+    episodes_b = {e["seed"]: e for e in b["episodes"]}
+    pairs = [(e, episodes_b[e["seed"]]) for e in a["episodes"] if e["seed"] in episodes_b]
+    if not pairs:
         raise ValueError(f"{a.get('label')} and {b.get('label')} share no seeds")
-    std = float(diffs.std(ddof=1)) if n > 1 else None
-    mean = float(diffs.mean())
-    ci = 1.96 * std / math.sqrt(n) if std is not None else None
-    return {"a": a.get("label"), "b": b.get("label"), "n_seeds": n, "mean_diff": mean, "ci95": ci,
+    diffs = np.array([ea["max_reward"] - eb["max_reward"] for ea, eb in pairs])
+    mean, ci = _paired_mean_ci(diffs)
+    success_diff, success_ci = None, None
+    if all("success" in ea and "success" in eb for ea, eb in pairs):
+        success_diff, success_ci = _paired_mean_ci(
+            np.array([float(ea["success"]) - float(eb["success"]) for ea, eb in pairs]))
+    return {"a": a.get("label"), "b": b.get("label"), "n_seeds": len(pairs), "mean_diff": mean, "ci95": ci,
             "a_better": int((diffs > 0).sum()), "b_better": int((diffs < 0).sum()), "ties": int((diffs == 0).sum()),
             "a_clearly_better": ci is not None and mean - ci > 0,
+            "success_diff": success_diff, "success_ci95": success_ci,
             "latency_ratio_b_over_a": _ratio(b["latency_ms"]["p50"], a["latency_ms"]["p50"])}
 
 
@@ -294,17 +302,24 @@ def bench_table(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _signed(value: float | None, ci: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.3f}" + (f" ± {ci:.3f}" if ci is not None else "")
+
+
 def comparison_table(comparisons: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table of seed-paired reward differences."""
+    """Markdown table of seed-paired reward and success differences."""
     header = ("A", "B", "seeds", "reward A - B ± CI95", "A better / B better / tie", "A clearly better",
-              "latency B / A")
+              "success A - B ± CI95", "latency B / A")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for c in comparisons:
         ratio = c.get("latency_ratio_b_over_a")
-        diff = f"{c['mean_diff']:+.3f}" + (f" ± {c['ci95']:.3f}" if c.get("ci95") is not None else "")
         lines.append("| " + " | ".join([
-            str(c["a"]), str(c["b"]), str(c["n_seeds"]), diff, f"{c['a_better']} / {c['b_better']} / {c['ties']}",
-            "yes" if c["a_clearly_better"] else "no", f"{ratio:.2f}x" if ratio is not None else "n/a"]) + " |")
+            str(c["a"]), str(c["b"]), str(c["n_seeds"]), _signed(c["mean_diff"], c.get("ci95")),
+            f"{c['a_better']} / {c['b_better']} / {c['ties']}", "yes" if c["a_clearly_better"] else "no",
+            _signed(c.get("success_diff"), c.get("success_ci95")),
+            f"{ratio:.2f}x" if ratio is not None else "n/a"]) + " |")
     return "\n".join(lines)
 
 
@@ -339,8 +354,9 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
     ]
     if report.get("comparisons"):
         lines += ["", "## Paired comparisons", "", comparison_table(report["comparisons"]), "",
-                  "Reward difference A - B over the same seeds (paired), with a normal-approximation CI95 "
-                  "of the per-seed differences; \"clearly\" means the whole CI95 lies above 0."]
+                  "Reward and success-rate differences A - B over the same seeds (paired), with a "
+                  "normal-approximation CI95 of the per-seed differences; \"clearly\" means the whole reward "
+                  "CI95 lies above 0."]
     if calibrations:
         lines += ["", "## Picard window calibration", "", *calibrations]
     if report.get("skipped"):
