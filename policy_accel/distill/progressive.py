@@ -120,12 +120,17 @@ def training_pairs(loader: DataLoader, policy: DiffusionPolicy) -> Iterator[tupl
             yield x, cond
 
 
+def _same_unet(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether a saved student's U-Net config matches the one this run distils into."""
+    return {k: found.get(k) for k in wanted} == dict(wanted)
+
+
 def _load_finished_round(path: Path, unet: Mapping[str, Any]) -> ConditionalUnet1D:
     """A finished round's student, refused if it was distilled into another U-Net than this run asks for
     (a run_dir reused with a changed ``student_unet`` would otherwise mix two chains)."""
     finished = StudentSampler.from_file(path)
     found = dict(finished.policy_config["unet"])
-    if {k: found.get(k) for k in unet} != dict(unet):
+    if not _same_unet(found, unet):
         raise ValueError(f"'{path}' holds a student with U-Net {found}, but this run distils into {dict(unet)}; "
                          "use another run_dir or the matching student_unet")
     return finished.network
@@ -163,7 +168,7 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
         wanted_unet = {**asdict(unet), "down_dims": list(unet.down_dims)}
     if start_from is not None:
         start = StudentSampler.from_file(start_from)
-        if wanted_unet is not None and dict(start.policy_config["unet"]) != wanted_unet:
+        if wanted_unet is not None and not _same_unet(start.policy_config["unet"], wanted_unet):
             raise ValueError(f"start_from '{start_from}' has U-Net {dict(start.policy_config['unet'])}, not the "
                              f"student_unet {wanted_unet}; pass the matching student_unet (or null)")
         start.check_compatible(config.obs_dim, config.n_obs_steps, config.horizon, config.action_dim, normalizer)
