@@ -2,7 +2,7 @@
 
 import gymnasium as gym
 
-from envs.pusht import PushTEnv
+from policy_accel.envs.pusht import PushTEnv
 
 PUSHT_ID = "policy_accel/PushT-v0"
 
@@ -10,7 +10,7 @@ PUSHT_ID = "policy_accel/PushT-v0"
 if PUSHT_ID not in gym.registry:
     gym.register(
         id=PUSHT_ID,
-        entry_point="envs.pusht.pusht_env:PushTEnv",
+        entry_point="policy_accel.envs.pusht.pusht_env:PushTEnv",
         max_episode_steps=300,
         kwargs={"obs_type": "state"},
     )

@@ -18,7 +18,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
-import envs  # noqa: F401  (registers policy_accel/PushT-v0)
+import policy_accel.envs  # noqa: F401  (registers the gymnasium ids)
 import policy_accel
 
 

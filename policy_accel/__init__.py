@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+from policy_accel import envs as _envs  # noqa: E402,F401  (registers the gymnasium ids, e.g. policy_accel/PushT-v0)
+
 
 def load(path: str | Path, sampler: Any = "ddpm", warm_start: bool = False,
          **sampler_options: Any) -> "DiffusionPolicy":

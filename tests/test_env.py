@@ -14,8 +14,8 @@ from gymnasium.utils.env_checker import check_env
 from shapely import affinity
 from shapely.geometry import MultiPolygon, Polygon
 
-import envs
-from envs.pusht import OBS_TYPES, PushTEnv, sample_initial_state
+import policy_accel.envs as envs
+from policy_accel.envs.pusht import OBS_TYPES, PushTEnv, sample_initial_state
 
 ENV_ID = "policy_accel/PushT-v0"
 GOAL = np.array([256.0, 256.0, math.pi / 4])

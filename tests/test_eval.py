@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from envs.pusht import PushTEnv
+from policy_accel.envs.pusht import PushTEnv
 from helpers import tiny_policy
 from policy_accel.cli.main import main
 from policy_accel.eval.report import markdown_table, write_report

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.pusht import PushTEnv, sample_initial_state
+from policy_accel.envs.pusht import PushTEnv, sample_initial_state
 from policy_accel.cli.main import main
 from policy_accel.data.replay_buffer import ReplayBuffer
 from policy_accel.eval.replay_demos import format_report, position_first_state, replay_demos

@@ -240,7 +240,7 @@ def teacher_problem():
         pytest.skip(f"shipped teacher not found at {TEACHER}")
     import gymnasium as gym
 
-    import envs  # noqa: F401  (registers policy_accel/PushT-v0)
+    import policy_accel.envs  # noqa: F401  (registers the gymnasium ids)
     from policy_accel.policy.checkpoint import load_policy
 
     policy = load_policy(TEACHER)

@@ -16,8 +16,8 @@ import numpy as np
 import pymunk
 from gymnasium import spaces
 
-from envs.pusht import geometry as geo
-from envs.pusht.render import render_frame
+from policy_accel.envs.pusht import geometry as geo
+from policy_accel.envs.pusht.render import render_frame
 
 OBS_TYPES: tuple[str, ...] = ("state", "keypoints", "pixels", "pixels_agent_pos")
 

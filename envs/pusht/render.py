@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from envs.pusht import geometry as geo
+from policy_accel.envs.pusht import geometry as geo
 
 Color = tuple[int, int, int]
 

@@ -22,9 +22,9 @@ import numpy as np
 from shapely.geometry import Polygon
 from tqdm import tqdm
 
-from envs.pusht import PushTEnv
-from envs.pusht.geometry import TEE_POLYS, coverage
-from envs.pusht.pusht_env import SUCCESS_THRESHOLD
+from policy_accel.envs.pusht import PushTEnv
+from policy_accel.envs.pusht.geometry import TEE_POLYS, coverage
+from policy_accel.envs.pusht.pusht_env import SUCCESS_THRESHOLD
 from policy_accel.data.replay_buffer import ReplayBuffer
 
 Order = Literal["angle-first", "position-first"]

@@ -65,7 +65,7 @@ def _percentiles_ms(seconds: Sequence[float]) -> dict[str, Any]:
 
 
 def _make_envs(env_id: str, obs_type: str, n: int, max_steps: int) -> gym.vector.SyncVectorEnv:
-    import envs  # noqa: F401  (registers policy_accel/PushT-v0)
+    import policy_accel.envs  # noqa: F401  (registers the gymnasium ids)
 
     def make() -> gym.Env:
         return gym.make(env_id, obs_type=obs_type, max_episode_steps=max_steps)
@@ -140,7 +140,7 @@ def _save_video(env_id: str, obs_type: str, render_size: int, max_steps: int, ep
     """Replay an episode's exact actions in a rendering env (physics is deterministic) as a GIF."""
     from PIL import Image
 
-    import envs  # noqa: F401
+    import policy_accel.envs  # noqa: F401  (registers the gymnasium ids)
 
     env = gym.make(env_id, obs_type=obs_type, max_episode_steps=max_steps, render_mode="rgb_array",
                    render_size=render_size)
