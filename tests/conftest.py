@@ -11,3 +11,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def private_calibration_cache(tmp_path_factory, monkeypatch):
+    """Window calibrations of tests never touch (or reuse) the user's cache."""
+    monkeypatch.setenv("POLICY_ACCEL_CACHE_DIR", str(tmp_path_factory.mktemp("calibration_cache")))

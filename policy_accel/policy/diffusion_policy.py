@@ -22,6 +22,8 @@ from policy_accel.data.normalizer import Normalizer
 from policy_accel.model.conditional_unet1d import ConditionalUnet1D
 from policy_accel.policy.config import DiffusionPolicyConfig
 from policy_accel.policy.warm_start import WarmStartState
+from policy_accel.policy.warmup import (calibrate_with_cache, check_threads, needs_calibration, torch_threads,
+                                       warmup_policy)
 from policy_accel.samplers import Sampler, SampleStats, build_sampler
 from policy_accel.samplers.sequential import draw_noise
 
@@ -30,7 +32,8 @@ class DiffusionPolicy(nn.Module):
     """Observation history -> action chunk, plus LeRobot-style ``select_action`` queueing."""
 
     def __init__(self, config: DiffusionPolicyConfig, normalizer: Normalizer | None = None,
-                 sampler: str | Mapping[str, Any] | Sampler = "ddpm", warm_start: bool = False) -> None:
+                 sampler: str | Mapping[str, Any] | Sampler = "ddpm", warm_start: bool = False,
+                 threads: int | None = None) -> None:
         super().__init__()
         self.config = config
         unet = config.unet
@@ -45,6 +48,8 @@ class DiffusionPolicy(nn.Module):
         self.last_stats: SampleStats | None = None
         self.warm_start = warm_start  # reuse the last chunk's noise and solution (see warm_start.py)
         self._warm: WarmStartState | None = None
+        self.threads = check_threads(threads)  # torch intra-op threads while planning (None: torch's default)
+        self._model_hash: str | None = None  # fingerprint of the network for the window calibration cache
         self._lock = threading.RLock()
         self._obs_queue: deque[torch.Tensor] = deque(maxlen=config.n_obs_steps)
         self._action_queue: deque[torch.Tensor] = deque()
@@ -119,8 +124,10 @@ class DiffusionPolicy(nn.Module):
         obs = self._as_tensor(obs_history, "obs_history")
         self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim), "obs_history")
         shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
-        with self._lock:
+        with self._lock, torch_threads(self.threads):
             cond = self.normalizer.normalize("obs", obs).flatten(1)
+            if needs_calibration(self.sampler) and "window" not in sampler_kwargs:
+                calibrate_with_cache(self, cond, shape)  # announced; policy.warmup() does it before the loop
             if self.warm_start and "noise" not in sampler_kwargs:
                 sampler_kwargs.update(self._warm_start_inputs(shape))
             out = self.sampler.sample(self.denoise, cond, shape, generator=self.generator, **sampler_kwargs)
@@ -138,6 +145,19 @@ class DiffusionPolicy(nn.Module):
         if guess is not None and getattr(self.sampler, "accepts_initial_guess", False):
             inputs["init_trajectory"] = guess
         return inputs
+
+    def neutral_cond(self, batch_size: int = 1) -> torch.Tensor:
+        """Conditioning of a mid-range observation (normalised zeros): what warm-up and calibration plan for."""
+        return torch.zeros((batch_size, self.config.global_cond_dim))
+
+    def warmup(self, batch_size: int = 1, use_cache: bool = True, verbose: bool = True) -> dict[str, Any]:
+        """Do the slow first-call work before a control loop's first tick and say how long it took.
+
+        Resolves ``window="auto"`` (from the per-machine cache, else measured and cached) and plans
+        one chunk so kernels are warm. ``batch_size`` is the number of observations per call (envs).
+        Uses its own RNG: the policy's generator and torch's global RNG are untouched."""
+        with self._lock, torch_threads(self.threads):
+            return warmup_policy(self, batch_size=batch_size, use_cache=use_cache, verbose=verbose)
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the observation and action queues (call at every episode start)."""
@@ -157,7 +177,8 @@ class DiffusionPolicy(nn.Module):
         first executed action follows the newest observation (Diffusion Policy's convention).
         """
         cfg = self.config
-        tensor = self._as_tensor(obs, "obs")
+        # A copy: robot loops often reuse one buffer per tick, and a queued view would be overwritten.
+        tensor = self._as_tensor(obs, "obs").clone()
         single = tensor.ndim == 1
         batch = tensor[None] if single else tensor
         self._check_obs(batch, (cfg.obs_dim,), "obs")

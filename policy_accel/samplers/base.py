@@ -61,6 +61,21 @@ class Sampler(Protocol):
                generator: torch.Generator | None = None, **kwargs: Any) -> SampleOutput: ...
 
 
+class NonFiniteSampleError(FloatingPointError):
+    """The network produced NaN/inf: the chunk is unusable and must not be executed.
+
+    Usually an observation far outside the training range (normalised values of 1e20
+    overflow the network's float32 activations)."""
+
+
+def check_finite_sample(sample: torch.Tensor, sampler_name: str) -> None:
+    """Raise :class:`NonFiniteSampleError` unless every value of ``sample`` is finite (one sync)."""
+    if not bool(torch.isfinite(sample).all()):
+        raise NonFiniteSampleError(
+            f"sampler {sampler_name}: the denoised action chunk contains NaN/inf (the network output is not "
+            "finite; is the observation far outside the range the policy was trained on?)")
+
+
 def check_cond(cond: torch.Tensor, shape: tuple[int, int, int]) -> None:
     """Reject conditioning that does not match the requested batch, or is not finite."""
     if len(shape) != 3:
@@ -69,3 +84,6 @@ def check_cond(cond: torch.Tensor, shape: tuple[int, int, int]) -> None:
         raise ValueError(f"cond must be (batch={shape[0]}, C), got {tuple(cond.shape)}")
     if not torch.isfinite(cond).all():
         raise ValueError("conditioning contains NaN or inf")
+    if not bool((cond.abs() < 1e15).all()):  # finite but overflows the network's float32 activations
+        raise ValueError(f"conditioning is out of range (max |value| {float(cond.abs().max()):.3g} after "
+                         "normalisation): the observation is far outside what the policy was trained on")

@@ -28,12 +28,14 @@ in a control loop the batch is usually one observation anyway.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import torch
 
-from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, check_cond
+from policy_accel.samplers.base import (Denoiser, NonFiniteSampleError, SampleOutput, SampleStats, check_cond,
+                                        check_finite_sample)
 from policy_accel.samplers.sequential import draw_noise
 from policy_accel.samplers.solvers import StepSolver
 
@@ -44,10 +46,20 @@ INITIAL_GUESSES = ("extrapolate", "repeat")
 def _check_options(window: int | str, tolerance: float, max_iterations: int | None) -> None:
     if window != "auto" and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
         raise ValueError(f"window must be an integer >= 1 or 'auto', got {window!r}")
-    if not isinstance(tolerance, (int, float)) or not tolerance > 0 or tolerance != tolerance:
-        raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+    if (not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance > 0
+            or not math.isfinite(tolerance)):
+        raise ValueError(f"tolerance must be a positive finite number, got {tolerance!r}")
     if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
         raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
+
+
+def check_deadline(deadline_s: float | None) -> None:
+    """A time budget is a positive finite number of seconds (``None``: no budget)."""
+    if deadline_s is None:
+        return
+    if (not isinstance(deadline_s, (int, float)) or isinstance(deadline_s, bool) or not deadline_s > 0
+            or not math.isfinite(deadline_s)):
+        raise ValueError(f"deadline_s must be a positive finite number of seconds (or None), got {deadline_s!r}")
 
 
 class PicardSampler:
@@ -63,8 +75,7 @@ class PicardSampler:
         if initial_guess not in INITIAL_GUESSES:
             raise ValueError(f"initial_guess must be one of {INITIAL_GUESSES}, got {initial_guess!r}")
         self.initial_guess = initial_guess
-        if deadline_s is not None and not deadline_s > 0:
-            raise ValueError(f"deadline_s must be positive, got {deadline_s!r}")
+        check_deadline(deadline_s)
         self.deadline_s = deadline_s  # default time budget per chunk; a call's deadline_s overrides it
         self.solver = solver
         self.window = window
@@ -122,8 +133,7 @@ class PicardSampler:
         if init_trajectory is not None and tuple(init_trajectory.shape) != (n + 1, *shape):
             raise ValueError(f"init_trajectory must have shape {(n + 1, *shape)}, got {tuple(init_trajectory.shape)}")
         deadline_s = self.deadline_s if deadline_s is None else deadline_s
-        if deadline_s is not None and not deadline_s > 0:
-            raise ValueError(f"deadline_s must be positive, got {deadline_s!r}")
+        check_deadline(deadline_s)
         if window is None:
             if self.window == "auto" and self.calibration is None:
                 self.calibrate(denoiser, cond, shape)
@@ -181,10 +191,19 @@ class PicardSampler:
             last_x0 = x0.reshape(length, *shape)[-1]
             rounds, nfe = rounds + 1, nfe + length
 
-            bad = (error > tol2).any(dim=1)
-            first_bad = int(bad.int().argmax()) if bool(bad.any()) else length
-            accepted = error[:first_bad]
-            final_error = float(accepted.max()) ** 0.5 if first_bad else 0.0
+            # One device-to-host transfer per round: where to slide, whether all is finite, the error kept.
+            bad = ~(error <= tol2).all(dim=1)  # NaN counts as bad
+            first_bad_t = torch.where(bad.any(), bad.int().argmax(), torch.tensor(length, device=bad.device))
+            kept = torch.where(step_ids[:length] < first_bad_t, error.amax(dim=1), torch.zeros((), dtype=error.dtype,
+                                                                                          device=error.device))
+            first_bad_f, finite, kept_max = torch.stack([first_bad_t.to(error.dtype), torch.isfinite(error).all()
+                                                         .to(error.dtype), kept.max()]).tolist()
+            if not finite:
+                raise NonFiniteSampleError(
+                    f"sampler {self.name}: the network returned NaN/inf at denoising steps {begin}..{end - 1} "
+                    "(is the observation far outside the range the policy was trained on?)")
+            first_bad = int(first_bad_f)
+            final_error = kept_max ** 0.5 if first_bad else 0.0
             advance = min(first_bad + 1, length)
             new_end = min(begin + advance + window, n)
             if fill_ahead and new_end > end:  # points entering the window were never evaluated
@@ -203,6 +222,7 @@ class PicardSampler:
             sample = trajectory[n].clone()
         else:  # stopped early before the window reached the last step: the network's clean-chunk guess
             sample = last_x0.clone()
+        check_finite_sample(sample, self.name)
         stats = SampleStats(nfe=nfe, rounds=rounds, final_error=final_error,
                             converged=converged, hit_deadline=hit_deadline,
                             extra={"window": window, "tolerance": self.tolerance, "steps": n})

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, check_cond
+from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, check_cond, check_finite_sample
 from policy_accel.samplers.solvers import StepSolver
 
 
@@ -51,5 +51,6 @@ class SequentialSampler:
             x, x0 = solver.mean_next(eps, index, x, x0)
             if solver.stochastic:
                 x = x + noise_std[i] * noise[i + 1]
+        check_finite_sample(x, self.name)
         stats = SampleStats(nfe=solver.num_steps, rounds=solver.num_steps)
         return SampleOutput(sample=x, stats=stats)
