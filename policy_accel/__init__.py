@@ -33,6 +33,7 @@ def load(path: str | Path, sampler: Any = "ddpm", warm_start: bool = False, thre
     default). In a control loop sharing the CPU with other processes, ``threads=1`` keeps
     latency steady (see docs/benchmarks.md, *Latency under load*).
     Call ``policy.warmup()`` before the loop's first tick."""
+    from policy_accel.paths import shipped_or_given
     from policy_accel.policy.checkpoint import load_policy
     from policy_accel.policy.warmup import check_threads
     from policy_accel.samplers import parse_sampler_spec
@@ -44,7 +45,7 @@ def load(path: str | Path, sampler: Any = "ddpm", warm_start: bool = False, thre
         if not isinstance(sampler, (str, dict)):
             raise ValueError("sampler options need a sampler given by name or mapping")
         sampler = {**parse_sampler_spec(sampler), **sampler_options}
-    policy = load_policy(path, sampler=sampler)
+    policy = load_policy(shipped_or_given(path), sampler=sampler)
     policy.warm_start = warm_start
     policy.threads = threads
     return policy

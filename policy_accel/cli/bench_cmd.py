@@ -12,10 +12,16 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from policy_accel.cli.hydra_config import load_config
+from policy_accel.cli.options import check_options, non_negative_int, positive_int, prepare_output_dir, threads
+
+CONFIG_NAME = "bench"
 
 
 def run(args: list[str]) -> None:
-    cfg = load_config("bench", args)
+    cfg = load_config(CONFIG_NAME, args)
+    check_options(cfg, "bench", {"n_seeds": positive_int, "seed_start": non_negative_int, "n_envs": positive_int,
+                                 "max_steps": positive_int, "threads": threads})
+    output_dir = prepare_output_dir(Path(str(cfg.output_dir)), "bench")
     import torch
 
     from policy_accel.eval.bench import (BenchSpecError, bench_table, comparison_table, run_benchmark,
@@ -27,9 +33,6 @@ def run(args: list[str]) -> None:
     if not checkpoint.is_file():
         raise SystemExit(f"policy-accel bench: checkpoint not found: '{checkpoint}' "
                          "(pass checkpoint=PATH, or train one with `policy-accel train`)")
-    for key in ("n_seeds", "n_envs", "max_steps"):
-        if int(cfg[key]) < 1:
-            raise SystemExit(f"policy-accel bench: {key} must be >= 1, got {cfg[key]}")
     samplers = OmegaConf.to_container(cfg.samplers, resolve=True)
     if not isinstance(samplers, list) or not samplers:
         raise SystemExit(f"policy-accel bench: samplers must be a non-empty list, got {samplers!r}")
@@ -55,7 +58,6 @@ def run(args: list[str]) -> None:
     report["command"] = shlex.join(["policy-accel", "bench", *args])
     report["config"] = OmegaConf.to_container(cfg, resolve=True)
 
-    output_dir = Path(str(cfg.output_dir))
     json_path, md_path = write_bench_report(report, output_dir)
     scatter = plot_reward_vs_latency(report["results"], output_dir / "reward_vs_latency.png")
     boxes = plot_latency_distributions(report["results"], output_dir / "latency_distributions.png")

@@ -8,6 +8,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from policy_accel.cli.hydra_config import load_config
+from policy_accel.cli.options import check_options, non_negative_int, positive_int, prepare_output_dir, threads
+
+CONFIG_NAME = "distill/pusht_keypoints"
 
 
 def run(args: list[str]) -> None:
@@ -19,8 +22,14 @@ def run(args: list[str]) -> None:
     from policy_accel.policy.checkpoint import CheckpointError, load_policy
     from policy_accel.samplers.student import StudentSampler
 
-    cfg = load_config("distill/pusht_keypoints", args)
-    torch.set_num_threads(int(cfg.threads))
+    cfg = load_config(CONFIG_NAME, args)
+    check_options(cfg, "distill", {"start_steps": positive_int, "final_steps": positive_int, "iterations": positive_int,
+                                   "batch_size": positive_int, "ckpt_every": positive_int, "log_every": positive_int,
+                                   "seed": non_negative_int, "threads": threads, "eval.n_seeds": non_negative_int,
+                                   "eval.seed_start": non_negative_int, "eval.n_envs": positive_int})
+    prepare_output_dir(str(cfg.run_dir), "distill", what="run_dir")
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
     try:
         teacher = load_policy(Path(str(cfg.teacher)))
     except (FileNotFoundError, CheckpointError) as exc:

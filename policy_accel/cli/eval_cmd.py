@@ -12,6 +12,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from policy_accel.cli.hydra_config import load_config
+from policy_accel.cli.options import boolean, check_options, non_negative_int, positive_int, prepare_output_dir, threads
+
+CONFIG_NAME = "eval"
 
 
 def _sampler_spec(cfg: DictConfig) -> dict[str, Any]:
@@ -20,7 +23,10 @@ def _sampler_spec(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(args: list[str]) -> None:
-    cfg = load_config("eval", args)
+    cfg = load_config(CONFIG_NAME, args)
+    check_options(cfg, "eval", {"n_seeds": positive_int, "seed_start": non_negative_int, "n_envs": positive_int,
+                                "max_steps": positive_int, "threads": threads, "warm_start": boolean,
+                                "videos": non_negative_int})
     import torch
 
     from policy_accel.eval.report import markdown_table, write_report
@@ -40,15 +46,13 @@ def run(args: list[str]) -> None:
         raise SystemExit(f"policy-accel eval: {exc}") from None
     except (ValueError, TypeError, FileNotFoundError) as exc:  # a bad sampler spec, a missing student file
         raise SystemExit(f"policy-accel eval: bad sampler {spec!r}: {exc}") from None
-    for key in ("n_seeds", "n_envs", "max_steps"):
-        if int(cfg[key]) < 1:
-            raise SystemExit(f"policy-accel eval: {key} must be >= 1, got {cfg[key]}")
     if policy.config.obs_type != cfg.env.obs_type:
         raise SystemExit(f"policy-accel eval: '{checkpoint}' was trained on obs_type "
                          f"'{policy.config.obs_type}' but env gives '{cfg.env.obs_type}'; "
                          f"pass env=pusht_{policy.config.obs_type}")
 
-    output_dir = Path(str(cfg.output_dir)) if cfg.output_dir else Path("outputs/eval") / policy.sampler.name
+    output_dir = prepare_output_dir(Path(str(cfg.output_dir)) if cfg.output_dir
+                                    else Path("outputs/eval") / policy.sampler.name, "eval")
     seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
     result = evaluate_policy(policy, sampler=None, env_cfg=cfg.env, seeds=seeds, n_envs=int(cfg.n_envs),
                              progress=True, max_steps=int(cfg.max_steps), record_video_episodes=int(cfg.videos),

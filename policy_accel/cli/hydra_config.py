@@ -1,8 +1,12 @@
-"""Compose the hydra configs of ``configs/`` for the CLI commands."""
+"""Compose the hydra configs of ``configs/`` for the CLI commands.
+
+Configs are closed: ``key=value`` and ``+key=value`` for a key no config has are errors, so a
+typo never silently does nothing. Paths written in configs as ``${project:...}`` resolve against
+the project (see :mod:`policy_accel.paths`).
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -10,19 +14,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-CONFIG_DIR_ENV = "POLICY_ACCEL_CONFIGS"
+from policy_accel.paths import CONFIG_DIR_ENV, config_dir, project_path
 
+__all__ = ["CONFIG_DIR_ENV", "config_dir", "expand_sampler_shorthand", "load_config"]
 
-def config_dir() -> Path:
-    """``$POLICY_ACCEL_CONFIGS``, else ``./configs``, else the checkout's ``configs/``."""
-    candidates = [os.environ.get(CONFIG_DIR_ENV), Path.cwd() / "configs",
-                  Path(__file__).resolve().parents[2] / "configs"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "train.yaml").is_file():
-            return Path(candidate).resolve()
-    raise FileNotFoundError(
-        f"no hydra config tree found (looked in ${CONFIG_DIR_ENV}, ./configs and the package checkout); "
-        "run from the repository root or set " + CONFIG_DIR_ENV)
+if not OmegaConf.has_resolver("project"):
+    OmegaConf.register_new_resolver("project", lambda relative: str(project_path(str(relative))))
 
 
 def expand_sampler_shorthand(overrides: list[str], directory: Path) -> list[str]:
@@ -40,15 +37,40 @@ def expand_sampler_shorthand(overrides: list[str], directory: Path) -> list[str]
     return out
 
 
-def load_config(name: str, overrides: list[str]) -> DictConfig:
-    """Compose ``configs/<name>.yaml`` with command-line ``key=value`` overrides.
+def _compose(directory: Path, name: str, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(directory), version_base=None):
+        return compose(config_name=name, overrides=overrides)
 
-    Unknown keys are errors (hydra's struct mode), so a typo never silently does nothing.
-    """
-    overrides = expand_sampler_shorthand(overrides, config_dir())
+
+def _closed_additions(directory: Path, name: str, overrides: list[str]) -> list[str]:
+    """``+key=value`` / ``++key=value`` may only set keys the config already has (then they are
+    plain overrides); adding a key no config has is refused, like a misspelt ``key=value``."""
+    plain = [o for o in overrides if not o.startswith("+")]
+    additions = [o for o in overrides if o.startswith("+")]
+    if not additions:
+        return overrides
+    base = _compose(directory, name, plain)
+    out = list(plain)
+    for override in additions:
+        key, sep, value = override.lstrip("+").partition("=")
+        if not sep or OmegaConf.select(base, key, default=_MISSING) is _MISSING:
+            raise SystemExit(f"policy-accel: bad config for '{name}': '{override}' adds key '{key}', which no "
+                             f"policy-accel config has; see `policy-accel {name.split('/')[0]} --help`")
+        out.append(f"{key}={value}")
+    return out
+
+
+_MISSING = object()
+
+
+def load_config(name: str, overrides: list[str]) -> DictConfig:
+    """Compose ``configs/<name>.yaml`` with command-line ``key=value`` overrides (struct mode)."""
+    directory = config_dir()
+    overrides = expand_sampler_shorthand(overrides, directory)
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-            cfg = compose(config_name=name, overrides=overrides)
+        overrides = _closed_additions(directory, name, overrides)
+        cfg = _compose(directory, name, overrides)
+        OmegaConf.resolve(cfg)  # ${project:...} and interpolations: errors here, not mid-run
     except (HydraException, OmegaConfBaseException) as exc:
         raise SystemExit(f"policy-accel: bad config for '{name}': {exc}") from None
     OmegaConf.set_struct(cfg, True)

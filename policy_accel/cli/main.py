@@ -23,7 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return "usage: policy-accel COMMAND [args | key=value ...]\n\ncommands:\n" + "\n".join(lines)
+    return ("usage: policy-accel COMMAND [args | key=value ...]\n       policy-accel COMMAND --help\n"
+            "       policy-accel --version\n\ncommands:\n" + "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,10 +32,22 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
+    if argv[0] in ("-V", "--version"):
+        from policy_accel import __version__
+
+        print(f"policy-accel {__version__}")
+        return
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         raise SystemExit(f"policy-accel: unknown command '{command}'\n{usage()}")
-    importlib.import_module(COMMANDS[command][0]).run(rest)
+    module = importlib.import_module(COMMANDS[command][0])
+    config_name = getattr(module, "CONFIG_NAME", None)  # hydra commands; the others parse their own --help
+    if config_name is not None and any(arg in ("-h", "--help") for arg in rest):
+        from policy_accel.cli.help import config_help
+
+        print(config_help(command, config_name, COMMANDS[command][1]))
+        return
+    module.run(rest)
 
 
 if __name__ == "__main__":

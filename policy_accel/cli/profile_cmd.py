@@ -9,6 +9,9 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from policy_accel.cli.hydra_config import load_config
+from policy_accel.cli.options import check_options, non_negative_int, positive_int, prepare_output_dir, threads
+
+CONFIG_NAME = "profile"
 
 
 def run(args: list[str]) -> None:
@@ -18,7 +21,10 @@ def run(args: list[str]) -> None:
     from policy_accel.eval.profiling import profile_markdown, profile_samplers
     from policy_accel.policy.checkpoint import CheckpointError, load_policy
 
-    cfg = load_config("profile", args)
+    cfg = load_config(CONFIG_NAME, args)
+    check_options(cfg, "profile", {"n_conds": positive_int, "repeats": positive_int, "seed": non_negative_int,
+                                   "threads": threads})
+    out = prepare_output_dir(Path(str(cfg.output_dir)), "profile")
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     try:
@@ -34,8 +40,6 @@ def run(args: list[str]) -> None:
     samplers = OmegaConf.to_container(cfg.samplers, resolve=True)
     report = profile_samplers(policy, samplers, conds, repeats=int(cfg.repeats))
     report["command"] = "policy-accel profile " + " ".join(args)
-    out = Path(str(cfg.output_dir))
-    out.mkdir(parents=True, exist_ok=True)
     (out / "profile.json").write_text(json.dumps(report, indent=2))
     table = profile_markdown(report)
     (out / "profile.md").write_text(f"{table}\n\nthreads: {report['threads']}, command: `{report['command']}`\n")

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from policy_accel.cli.hydra_config import load_config
+from policy_accel.cli.options import boolean, check_options, non_negative_int, positive_int, prepare_output_dir, threads
+
+CONFIG_NAME = "train"
 
 
 def run(args: list[str]) -> None:
+    cfg = load_config(CONFIG_NAME, args)
+    check_options(cfg, "train", {"train.num_steps": positive_int, "train.batch_size": positive_int,
+                                 "train.log_every": positive_int, "train.val_every": non_negative_int,
+                                 "train.ckpt_every": positive_int, "train.rollout_every": non_negative_int,
+                                 "seed": non_negative_int, "threads": threads, "resume": boolean})
+    prepare_output_dir(str(cfg.run_dir), "train", what="run_dir")
     from policy_accel.train.trainer import train
 
-    path = train(load_config("train", args))
+    path = train(cfg)
     print(f"EMA policy written to {path}")

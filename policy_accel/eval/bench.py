@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from policy_accel.eval.report import _fmt, machine_info
+from policy_accel.eval.report import _fmt, json_safe, machine_info
 from policy_accel.eval.rollout import evaluate_policy
 from policy_accel.samplers import Sampler, build_sampler
 
@@ -373,6 +373,6 @@ def write_bench_report(report: Mapping[str, Any], output_dir: str | Path) -> tup
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / "report.json", output_dir / "report.md"
-    json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path.write_text(bench_markdown(report), encoding="utf-8")
     return json_path, md_path

@@ -8,6 +8,7 @@ later benchmark can re-tabulate without re-running, and the Markdown is what a h
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -106,11 +107,23 @@ def _markdown_report(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``: JSON has no NaN/inf, and a
+    report of an hour's rollouts must still be written when one ratio is undefined."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_report(result: Mapping[str, Any], output_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.json`` (everything) and ``report.md`` (table + machine) into ``output_dir``."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / "report.json", output_dir / "report.md"
-    json_path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path.write_text(_markdown_report(result), encoding="utf-8")
     return json_path, md_path
