@@ -18,8 +18,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
-import policy_accel.envs  # noqa: F401  (registers the gymnasium ids)
-import policy_accel
+import policy_accel  # importing it registers the gymnasium ids
 
 
 def rss_mb() -> float:
@@ -38,6 +37,8 @@ def main() -> None:
     parser.add_argument("--deadline-ms", type=float, default=None, help="Picard time budget per chunk")
     parser.add_argument("--student", default=None, help="student checkpoint, with --sampler student")
     parser.add_argument("--warm-start", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads while planning; 1 keeps latency steady beside other processes")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=100000)
     parser.add_argument("--hz", type=float, default=10.0)
@@ -53,7 +54,9 @@ def main() -> None:
         options["deadline_s"] = args.deadline_ms / 1000
     if args.student is not None:
         options["checkpoint"] = args.student
-    policy = policy_accel.load(args.checkpoint, sampler=args.sampler, warm_start=args.warm_start, **options)
+    policy = policy_accel.load(args.checkpoint, sampler=args.sampler, warm_start=args.warm_start,
+                               threads=args.threads, **options)
+    policy.warmup()  # calibrate (or reuse) the Picard window and warm the kernels before the first tick
     env = gym.make("policy_accel/PushT-v0", obs_type=policy.config.obs_type, max_episode_steps=300)
 
     period = 1.0 / args.hz

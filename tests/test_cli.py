@@ -158,3 +158,15 @@ def test_wheel_install_runs_eval_from_another_directory(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((elsewhere / "out" / "report.json").read_text())
     assert report["n_episodes"] == 1 and str(site) in report["checkpoint"]
+
+
+def test_latency_command_measures_each_thread_count_alone_and_under_load(checkpoint, tmp_path, capsys):
+    out = tmp_path / "latency"
+    main(["latency", f"checkpoint={checkpoint}", "sampler=ddim-2", "thread_counts=[1]", "chunks=3",
+          "competitors=1", f"output_dir={out}"])
+    rows = json.loads((out / "latency.json").read_text())["rows"]
+    assert [(r["threads"], r["competing_processes"]) for r in rows] == [(1, 0), (1, 1)]
+    assert all(r["n_chunks"] == 3 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rows)
+    assert "| ddim-2 | 1 | 1 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="thread_counts"):
+        main(["latency", f"checkpoint={checkpoint}", "thread_counts=[0]", f"output_dir={out}"])
