@@ -282,3 +282,23 @@ def test_select_action_from_several_threads_is_serialised():
         thread.join()
     assert not errors and len(actions) == 120
     assert all(a.shape == (2,) and np.isfinite(a).all() for a in actions)
+
+
+def test_training_can_start_from_a_committed_export(tmp_path):
+    """A lost runs/ folder restarts from the committed EMA weights and their step, not from scratch."""
+    from policy_accel.cli.hydra_config import load_config
+    from policy_accel.train.trainer import train
+
+    zarr_path = _generated_buffer(tmp_path)
+    common = [f"dataset.zarr_path={zarr_path}", "model=unet_tiny", "train.batch_size=32", "train.log_every=10",
+              "train.val_every=0", "train.ckpt_every=30", "train.warmup_steps=5", "dataset.val_ratio=0.2",
+              "train.rollout_every=0"]
+    exported = train(load_config("train", common + [f"run_dir={tmp_path / 'a'}", "train.num_steps=30"]))
+    fresh = tmp_path / "b"
+    train(load_config("train", common + [f"run_dir={fresh}", "train.num_steps=40", f"init_from={exported}"]))
+    records = [json.loads(line) for line in (fresh / "log.jsonl").read_text().splitlines()]
+    assert records[0] == {"event": "init_from", "path": str(exported), "step": 30}
+    assert records[-1]["step"] == 40
+    with pytest.raises(ValueError, match="does not fit"):
+        train(load_config("train", common + [f"run_dir={tmp_path / 'c'}", "train.num_steps=40",
+                                             f"init_from={exported}", "model=unet_small"]))

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from policy_accel.cli.env_check import check_policy_fits_env
 from policy_accel.cli.hydra_config import load_config
-from policy_accel.cli.options import check_options, non_negative_int, positive_int, prepare_output_dir, threads
+from policy_accel.cli.options import (check_options, compile_option, device_option, non_negative_int, positive_int,
+                                     prepare_output_dir, target_device, threads)
 
 CONFIG_NAME = "bench"
 
@@ -20,7 +22,9 @@ CONFIG_NAME = "bench"
 def run(args: list[str]) -> None:
     cfg = load_config(CONFIG_NAME, args)
     check_options(cfg, "bench", {"n_seeds": positive_int, "seed_start": non_negative_int, "n_envs": positive_int,
-                                 "max_steps": positive_int, "threads": threads})
+                                 "max_steps": positive_int, "threads": threads, "device": device_option,
+                                 "compile": compile_option})
+    device = target_device(cfg, "bench")
     output_dir = prepare_output_dir(Path(str(cfg.output_dir)), "bench")
     import torch
 
@@ -30,7 +34,7 @@ def run(args: list[str]) -> None:
     from policy_accel.policy.checkpoint import CheckpointError, load_policy
 
     checkpoint = Path(str(cfg.checkpoint))
-    if not checkpoint.is_file():
+    if not checkpoint.exists():  # a file, or a LeRobot pretrained_model/ directory
         raise SystemExit(f"policy-accel bench: checkpoint not found: '{checkpoint}' "
                          "(pass checkpoint=PATH, or train one with `policy-accel train`)")
     samplers = OmegaConf.to_container(cfg.samplers, resolve=True)
@@ -42,17 +46,15 @@ def run(args: list[str]) -> None:
         policy = load_policy(checkpoint)
     except CheckpointError as exc:
         raise SystemExit(f"policy-accel bench: {exc}") from None
-    if policy.config.obs_type != cfg.env.obs_type:
-        raise SystemExit(f"policy-accel bench: '{checkpoint}' was trained on obs_type "
-                         f"'{policy.config.obs_type}' but env gives '{cfg.env.obs_type}'; "
-                         f"pass env=pusht_{policy.config.obs_type}")
+    policy.to(device)
+    check_policy_fits_env(policy, cfg, checkpoint, "bench")
 
     seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
     try:
         report = run_benchmark(policy, samplers, cfg.env, seeds, n_envs=int(cfg.n_envs),
                                max_steps=int(cfg.max_steps), progress=True, checkpoint=str(checkpoint),
                                compare=[] if cfg.compare is None
-                               else OmegaConf.to_container(cfg.compare, resolve=True))
+                               else OmegaConf.to_container(cfg.compare, resolve=True), compile=cfg.compile)
     except BenchSpecError as exc:  # a bad sampler entry, or a student file that does not fit
         raise SystemExit(f"policy-accel bench: {exc}") from None
     report["command"] = shlex.join(["policy-accel", "bench", *args])
@@ -62,6 +64,10 @@ def run(args: list[str]) -> None:
     scatter = plot_reward_vs_latency(report["results"], output_dir / "reward_vs_latency.png")
     boxes = plot_latency_distributions(report["results"], output_dir / "latency_distributions.png")
     print(bench_table(report["results"]))
+    if any("per_task" in r for r in report["results"]):
+        from policy_accel.eval.metaworld_rollout import metaworld_table
+
+        print("\n" + metaworld_table(report["results"]))
     if report["comparisons"]:
         print("\n" + comparison_table(report["comparisons"]))
     print(f"\nreport: {md_path}\n        {json_path}\nplots:  {scatter}\n        {boxes}")

@@ -8,7 +8,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from policy_accel.cli.hydra_config import load_config
-from policy_accel.cli.options import check_options, non_negative_int, positive_int, prepare_output_dir, threads
+from policy_accel.cli.options import (check_options, compile_option, device_option, non_negative_int, place_policy,
+                                     positive_int, prepare_output_dir, target_device, threads)
 
 CONFIG_NAME = "distill/pusht_keypoints"
 
@@ -26,7 +27,9 @@ def run(args: list[str]) -> None:
     check_options(cfg, "distill", {"start_steps": positive_int, "final_steps": positive_int, "iterations": positive_int,
                                    "batch_size": positive_int, "ckpt_every": positive_int, "log_every": positive_int,
                                    "seed": non_negative_int, "threads": threads, "eval.n_seeds": non_negative_int,
-                                   "eval.seed_start": non_negative_int, "eval.n_envs": positive_int})
+                                   "eval.seed_start": non_negative_int, "eval.n_envs": positive_int,
+                                   "device": device_option, "compile": compile_option})
+    target_device(cfg, "distill")
     prepare_output_dir(str(cfg.run_dir), "distill", what="run_dir")
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
@@ -34,13 +37,27 @@ def run(args: list[str]) -> None:
         teacher = load_policy(Path(str(cfg.teacher)))
     except (FileNotFoundError, CheckpointError) as exc:
         raise SystemExit(f"policy-accel distill: {exc}") from None
+    place_policy(teacher, cfg, "distill")  # the students train on this device; compile applies to their scores
     p = teacher.config
-    dataset = PushTDataset(cfg.dataset.zarr_path, obs_type=p.obs_type, horizon=p.horizon, n_obs_steps=p.n_obs_steps,
-                           n_action_steps=p.n_action_steps, val_ratio=cfg.dataset.val_ratio, seed=cfg.dataset.seed)
+    from policy_accel.eval.metaworld_rollout import evaluate_metaworld, family_mismatch, is_metaworld_env
+
+    if (problem := family_mismatch(p, cfg.env, cfg.teacher)) is not None:
+        raise SystemExit(f"policy-accel distill: teacher {problem}")
+    if is_metaworld_env(cfg.env):  # the record-demos zarr, all its tasks (the teacher is multi-task)
+        from policy_accel.data.metaworld_dataset import MetaWorldDataset
+
+        dataset = MetaWorldDataset(cfg.dataset.zarr_path, obs_type=p.obs_type, horizon=p.horizon,
+                                   n_obs_steps=p.n_obs_steps, n_action_steps=p.n_action_steps,
+                                   val_ratio=cfg.dataset.val_ratio, seed=cfg.dataset.seed)
+    else:
+        dataset = PushTDataset(cfg.dataset.zarr_path, obs_type=p.obs_type, horizon=p.horizon,
+                               n_obs_steps=p.n_obs_steps, n_action_steps=p.n_action_steps,
+                               val_ratio=cfg.dataset.val_ratio, seed=cfg.dataset.seed)
+    rollout = evaluate_metaworld if is_metaworld_env(cfg.env) else evaluate_policy  # Meta-World: seeds per task
     seeds = list(range(int(cfg.eval.seed_start), int(cfg.eval.seed_start) + int(cfg.eval.n_seeds)))
 
     def evaluate(student: StudentSampler) -> dict[str, Any]:
-        result = evaluate_policy(teacher, sampler=student, env_cfg=cfg.env, seeds=seeds,
+        result = rollout(teacher, sampler=student, env_cfg=cfg.env, seeds=seeds,
                                  n_envs=int(cfg.eval.n_envs), progress=False)
         return {"mean_max_reward": result["mean_max_reward"], "success_rate": result["success_rate"],
                 "eval_seeds": len(seeds)}

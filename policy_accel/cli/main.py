@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("policy_accel.cli.bench_cmd", "latency/reward benchmark of every sampler (configs/bench.yaml)"),
     "profile": ("policy_accel.cli.profile_cmd", "where a chunk's time goes per sampler (configs/profile.yaml)"),
     "latency": ("policy_accel.cli.latency_cmd", "chunk latency beside a competing CPU process, per torch thread count"),
+    "convert": ("policy_accel.cli.convert_cmd", "convert a checkpoint (e.g. Diffusion Policy .ckpt) to .safetensors"),
+    "record-demos": ("policy_accel.cli.record_demos_cmd",
+                     "record Meta-World expert demos into a zarr (configs/record_demos.yaml)"),
     "replay-demos": ("policy_accel.cli.replay_demos_cmd", "replay the human demos in the simulator: PATH to the zarr"),
 }
 

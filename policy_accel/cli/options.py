@@ -69,3 +69,33 @@ def prepare_output_dir(path: str | os.PathLike[str], command: str, what: str = "
                          f"{exc.strerror or exc}") from None
     return folder
 
+
+
+def compile_option(value: Any) -> str | None:
+    ok = isinstance(value, bool) or value in ("freeze", "inductor", "reduce-overhead")
+    return None if ok else "true, false, freeze, inductor or reduce-overhead"
+
+
+def device_option(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "a device name: auto, cpu, cuda or cuda:N"
+
+
+def target_device(cfg: DictConfig, command: str) -> Any:
+    """The configured device, or ``SystemExit`` naming what was asked and what exists."""
+    from policy_accel.device import resolve_device
+
+    try:
+        return resolve_device(str(cfg.device))
+    except ValueError as exc:
+        raise SystemExit(f"policy-accel {command}: {exc}") from None
+
+
+def place_policy(policy: Any, cfg: DictConfig, command: str) -> Any:
+    """Move ``policy`` to ``cfg.device`` and compile it when ``cfg.compile`` asks (announced, checked)."""
+    policy.to(target_device(cfg, command))
+    if cfg.compile:
+        try:
+            policy.compile(cfg.compile)
+        except (RuntimeError, ValueError) as exc:
+            raise SystemExit(f"policy-accel {command}: compile={cfg.compile}: {exc}") from None
+    return policy

@@ -54,6 +54,32 @@ class FieldNormalizer(nn.Module):
         return int(self.min.shape[-1])
 
 
+class AffineFieldNormalizer(nn.Module):
+    """``x * scale + offset`` with stored ``scale``/``offset`` (Diffusion Policy's LinearNormalizer params).
+
+    The parameters broadcast over the trailing axes: shape (D,) per last-axis dim, (1,) for one
+    range on every pixel, (C, 1, 1) per image channel (mean/std normalisation)."""
+
+    def __init__(self, scale: torch.Tensor, offset: torch.Tensor) -> None:
+        super().__init__()
+        scale = torch.as_tensor(scale, dtype=torch.float32).clone()
+        offset = torch.as_tensor(offset, dtype=torch.float32).clone()
+        if scale.shape != offset.shape:
+            raise ValueError(f"normaliser scale {tuple(scale.shape)} and offset {tuple(offset.shape)} differ in shape")
+        self.register_buffer("scale", scale)
+        self.register_buffer("offset", offset)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.to(x) + self.offset.to(x)
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.offset.to(x)) / self.scale.to(x)
+
+    @property
+    def dim(self) -> int:
+        return int(self.scale.shape[-1])
+
+
 class Normalizer(nn.Module):
     """A named set of :class:`FieldNormalizer` (keys ``fields.<name>.min/max`` in state_dict)."""
 
@@ -69,6 +95,31 @@ class Normalizer(nn.Module):
     def empty_like(cls, dims: Mapping[str, int]) -> "Normalizer":
         """Placeholder with the right shapes, to be filled by ``load_state_dict``."""
         return cls({name: FieldNormalizer(torch.full((d,), -1.0), torch.ones(d)) for name, d in dims.items()})
+
+    @classmethod
+    def empty_from_spec(cls, spec: Mapping[str, Mapping]) -> "Normalizer":
+        """Placeholder from a config spec ``{field: {"kind": "limits"|"affine", "shape": [...]}}``."""
+        fields: dict[str, nn.Module] = {}
+        for name, entry in spec.items():
+            kind, shape = entry.get("kind"), tuple(int(d) for d in entry.get("shape", ()))
+            if kind == "limits" and len(shape) == 1:
+                fields[name] = FieldNormalizer(torch.full(shape, -1.0), torch.ones(shape))
+            elif kind == "affine" and shape:
+                fields[name] = AffineFieldNormalizer(torch.ones(shape), torch.zeros(shape))
+            else:
+                raise ValueError(f"normaliser field '{name}': unsupported spec {dict(entry)} "
+                                 "(kind 'limits' with shape [D], or 'affine' with a shape)")
+        return cls(fields)
+
+    def spec(self) -> dict[str, dict]:
+        """The config spec :meth:`empty_from_spec` rebuilds this normaliser's layout from."""
+        out = {}
+        for name, field_ in self.fields.items():
+            if isinstance(field_, AffineFieldNormalizer):
+                out[name] = {"kind": "affine", "shape": list(field_.scale.shape)}
+            else:
+                out[name] = {"kind": "limits", "shape": [field_.dim]}
+        return out
 
     def __getitem__(self, name: str) -> FieldNormalizer:
         if name not in self.fields:

@@ -47,8 +47,8 @@ from policy_accel.data.datasets import PushTDataset
 from policy_accel.model.conditional_unet1d import ConditionalUnet1D
 from policy_accel.policy.config import UnetConfig
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
-from policy_accel.samplers.solvers import (DDIMSolver, StepSolver, VPredictionDDIMSolver, abar_at, shared_schedule,
-                                           trailing_grid)
+from policy_accel.samplers.solvers import (DDIMSolver, StepSolver, VPredictionDDIMSolver, abar_at,
+                                           ddpm_scheduler_config, shared_schedule, trailing_grid)
 from policy_accel.samplers.student import StudentSampler, save_student, unet_from_policy_config
 
 @dataclass
@@ -64,7 +64,7 @@ class DistillTarget:
         x = z
         for offset in (0, 1):
             index = first_index + offset
-            out = self.network(x, self.solver.timesteps[index], cond)
+            out = self.network(x, self.solver.tables(x.device)[0][index], cond)
             x, _ = self.solver.mean_next(out, index, x)
         return x
 
@@ -82,13 +82,15 @@ def student_loss(student: nn.Module, teacher: DistillTarget, x: torch.Tensor, co
     """Truncated-SNR-weighted x-space loss of one batch (Salimans & Ho, Algorithm 2)."""
     batch = x.shape[0]
     n = len(student_grid) - 1
-    k = torch.randint(0, n, (batch,), generator=generator)
+    # draws from the (CPU) generator, then moved: the same draws on every device
+    k = torch.randint(0, n, (batch,), generator=generator).to(x.device)
+    student_grid = student_grid.to(x.device)
     t, t_next = student_grid[k], student_grid[k + 1]
     abar, abar_next = abar_at(alphas_cumprod, t).float(), abar_at(alphas_cumprod, t_next).float()
     shape = (batch, 1, 1)
     alpha, sigma = abar.sqrt().view(shape), (1 - abar).sqrt().view(shape)
     alpha_next, sigma_next = abar_next.sqrt().view(shape), (1 - abar_next).sqrt().view(shape)
-    eps = torch.randn(x.shape, generator=generator)
+    eps = torch.randn(x.shape, generator=generator).to(x.device)
     z = alpha * x + sigma * eps
     z_next = teacher.two_steps(z, 2 * k, cond)
     target = distillation_target(z, z_next, alpha, sigma, alpha_next, sigma_next)
@@ -114,6 +116,7 @@ def training_pairs(loader: DataLoader, policy: DiffusionPolicy) -> Iterator[tupl
     n_obs = policy.config.n_obs_steps
     while True:
         for batch in loader:
+            batch = {k: v.to(policy.device, non_blocking=True) for k, v in batch.items()}
             with torch.no_grad():
                 x = policy.normalizer.normalize("action", batch["action"])
                 cond = policy.normalizer.normalize("obs", batch["obs"])[:, :n_obs].flatten(1)
@@ -154,8 +157,20 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = teacher_policy.config
-    schedule = shared_schedule(config.noise_scheduler)
-    alphas_cumprod = teacher_policy.noise_scheduler.alphas_cumprod
+    if config.dict_obs:
+        raise ValueError("distillation takes a low-dim teacher (array observations); this teacher observes "
+                         f"{list(config.obs_shapes or {})}")
+    prediction = config.noise_scheduler.get("prediction_type", "epsilon")
+    if prediction != "epsilon":
+        raise ValueError(f"distillation takes an epsilon-prediction teacher; this teacher's network predicts "
+                         f"'{prediction}' (noise_scheduler.prediction_type): sample it with ddim/picard instead")
+    if config.network != "unet" and student_unet is None and start_from is None:
+        raise ValueError(f"a '{config.network}' teacher has no U-Net weights to copy: set student_unet "
+                         "(e.g. student_unet.down_dims=[48,96,192])")
+    # the trailing grids below, whatever DDIM settings an imported checkpoint carries
+    schedule = ddpm_scheduler_config(shared_schedule(config.noise_scheduler))
+    device = teacher_policy.device  # the students train where the teacher lives
+    alphas_cumprod = teacher_policy.noise_scheduler.alphas_cumprod.to(device)
     normalizer = teacher_policy.normalizer
     policy_config = config.to_dict()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
@@ -175,21 +190,21 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
         if start.num_steps != start_steps:
             raise ValueError(f"start_from '{start_from}' is a {start.num_steps}-step student, but start_steps is "
                              f"{start_steps}")
-        teacher = DistillTarget(start.network, start.solver)
+        teacher = DistillTarget(start.network.to(device), start.solver)
         policy_config = {**policy_config, "unet": dict(start.policy_config["unet"])}
     else:
         teacher = DistillTarget(teacher_policy.model.eval(), DDIMSolver(schedule, start_steps))
         if wanted_unet is not None:
-            policy_config = {**policy_config, "unet": wanted_unet}
+            policy_config = {**policy_config, "unet": wanted_unet, "network": "unet", "transformer": None}
             torch.manual_seed(seed)
-            fresh_student = unet_from_policy_config(policy_config)
+            fresh_student = unet_from_policy_config(policy_config).to(device)
     outputs = []
     for round_index, n in enumerate(round_plan(start_steps, final_steps), start=1):
         out_path = run_dir / f"student_round{round_index}_{n}steps.safetensors"
         grid = trailing_grid(schedule["num_train_timesteps"], n)
         first = round_index == 1
         if out_path.exists():  # finished earlier: it becomes the next teacher
-            student = _load_finished_round(out_path, policy_config["unet"])
+            student = _load_finished_round(out_path, policy_config["unet"]).to(device)
         else:
             student = _train_round(teacher, grid, pairs, alphas_cumprod, run_dir, round_index, n,
                                    first_round_iterations if first and first_round_iterations else iterations,
@@ -218,7 +233,7 @@ def _train_round(teacher: DistillTarget, grid: torch.Tensor, pairs: Iterator[tup
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1.0 - it / iterations))
     start, state_path = 0, run_dir / "round_state.pt"
     if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location=next(student.parameters()).device, weights_only=False)
         if state["round"] == round_index:
             try:
                 student.load_state_dict(state["student"])

@@ -20,7 +20,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from policy_accel.device import device_info
 from policy_accel.eval.report import _fmt, json_safe, machine_info
+from policy_accel.eval.metaworld_rollout import add_task_breakdown, evaluate_metaworld, is_metaworld_env, metaworld_table
 from policy_accel.eval.rollout import evaluate_policy
 from policy_accel.samplers import Sampler, build_sampler
 
@@ -42,6 +44,7 @@ class BenchEntry:
     spec: dict[str, Any]
     sampler: Sampler
     warm_start: bool = False  # a policy option, not the sampler's: reuse the last chunk's solution
+    compile: bool | str = False  # a policy option: the denoiser's compile backend for this entry (cached per mode)
 
 
 def _plain(spec: Any) -> dict[str, Any]:
@@ -55,12 +58,14 @@ def _plain(spec: Any) -> dict[str, Any]:
     raise BenchSpecError(f"a benchmark sampler must be a name or a mapping, got {type(spec).__name__}")
 
 
-def prepare_samplers(policy: Any, specs: Sequence[Any]) -> tuple[list[BenchEntry], list[dict[str, Any]]]:
+def prepare_samplers(policy: Any, specs: Sequence[Any], default_compile: bool | str = False
+                     ) -> tuple[list[BenchEntry], list[dict[str, Any]]]:
     """Build every spec once; skip (and report why) entries whose weights are not there yet.
 
-    Skipped: a spec whose ``checkpoint`` file does not exist (a student not distilled yet).
-    Any other bad spec raises :class:`BenchSpecError`, as does a student that does not fit
-    the policy (checked by attaching it).
+    Skipped: a spec whose ``checkpoint`` file does not exist (a student not distilled yet), and a
+    student distilled for another policy (checked by attaching it): the default list's students
+    belong to the shipped teacher, so another checkpoint (e.g. a LeRobot folder) benches the rest.
+    Any other bad spec raises :class:`BenchSpecError`.
     """
     entries: list[BenchEntry] = []
     skipped: list[dict[str, Any]] = []
@@ -70,10 +75,14 @@ def prepare_samplers(policy: Any, specs: Sequence[Any]) -> tuple[list[BenchEntry
         if checkpoint is not None and not Path(str(checkpoint)).is_file():
             skipped.append({"spec": spec, "reason": f"checkpoint '{checkpoint}' not found"})
             continue
-        options = {k: v for k, v in spec.items() if k != "warm_start"}
+        options = {k: v for k, v in spec.items() if k not in ("warm_start", "compile")}
         warm_start = spec.get("warm_start", False)
         if not isinstance(warm_start, bool):
             raise BenchSpecError(f"sampler {spec}: warm_start must be true or false, got {warm_start!r}")
+        compile_mode = spec.get("compile", default_compile)
+        if not (isinstance(compile_mode, bool) or compile_mode in ("freeze", "inductor", "reduce-overhead")):
+            raise BenchSpecError(f"sampler {spec}: compile must be true, false, freeze, inductor or "
+                                 f"reduce-overhead, got {compile_mode!r}")
         try:
             sampler = build_sampler(options, policy.config.noise_scheduler)
         except (ValueError, TypeError) as exc:
@@ -82,13 +91,18 @@ def prepare_samplers(policy: Any, specs: Sequence[Any]) -> tuple[list[BenchEntry
         try:
             policy.set_sampler(sampler)  # raises if a student does not fit this policy
         except ValueError as exc:
+            if hasattr(sampler, "check_compatible"):  # a student of another teacher
+                skipped.append({"spec": spec, "reason": f"does not fit this policy: {exc}"})
+                continue
             raise BenchSpecError(f"sampler {spec}: {exc}") from exc
         finally:
             policy.set_sampler(previous)
-        label = str(spec.get("label") or (sampler.name + ("+warm" if warm_start else "")))
+        suffix = ("+warm" if warm_start else "") + (f"+{compile_mode}" if isinstance(compile_mode, str) else
+                                                     "+compiled" if compile_mode else "")
+        label = str(spec.get("label") or (sampler.name + suffix))
         if any(e.label == label for e in entries):
             raise BenchSpecError(f"two benchmark samplers are both labelled '{label}'; give one a 'label'")
-        entries.append(BenchEntry(label, spec, sampler, warm_start))
+        entries.append(BenchEntry(label, spec, sampler, warm_start, compile_mode))
     return entries, skipped
 
 
@@ -222,13 +236,14 @@ def compare_pairs(results: Sequence[Mapping[str, Any]],
 
 def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Sequence[int], n_envs: int,
                   max_steps: int, progress: bool = True, checkpoint: str | None = None,
-                  compare: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
+                  compare: Sequence[Sequence[str]] = (), compile: bool | str = False) -> dict[str, Any]:
     """Every sampler on every seed batch (order rotated per batch), pooled per sampler.
 
     ``samplers`` are specs for :func:`build_sampler` (optionally with ``label``); the first
     one that is available is the baseline of the speed-ups. ``compare`` lists label pairs
     whose seed-paired reward difference the report gives (e.g. a student vs DDIM at the
-    same step count). Returns a JSON-able dict with ``results`` (one pooled result per
+    same step count). ``compile`` is every entry's default compile backend (an entry's own
+    ``compile`` key overrides it; DDPM-100 eager beside ParaDDPM compiled, say). Returns a JSON-able dict with ``results`` (one pooled result per
     sampler, in the given order), ``baseline``, ``comparisons``, ``skipped``,
     ``batch_orders``, ``machine``, ``seeds``, ``n_envs`` and ``checkpoint``.
     """
@@ -239,7 +254,10 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
         raise ValueError(f"n_envs and max_steps must be >= 1, got {n_envs} and {max_steps}")
     n_envs, max_steps = int(n_envs), int(max_steps)
     _check_pairs(compare)  # before the long run, not after it
-    entries, skipped = prepare_samplers(policy, samplers)
+    entries, skipped = prepare_samplers(policy, samplers, default_compile=compile)
+    for entry in entries:  # compile every backend once, now, outside the timed rollouts
+        policy.compile(entry.compile)
+    policy.compile(False)
     for note in skipped:
         print(f"bench: skipping sampler {note['spec']}: {note['reason']}")
     if not entries:
@@ -248,6 +266,7 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
     batches = [seeds[i: i + n_envs] for i in range(0, len(seeds), n_envs)]
     parts: dict[str, list[dict[str, Any]]] = {e.label: [] for e in entries}
     orders: list[list[str]] = []
+    evaluate = evaluate_metaworld if is_metaworld_env(env_cfg) else evaluate_policy  # Meta-World: every task per seed
     with tqdm(total=len(batches) * len(entries), desc="bench", unit="run", disable=not progress) as pbar:
         for index, batch in enumerate(batches):
             shift = index % len(entries)
@@ -255,15 +274,18 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
             orders.append([e.label for e in order])
             for entry in order:
                 pbar.set_postfix_str(f"batch {index + 1}/{len(batches)} {entry.label}")
-                parts[entry.label].append(evaluate_policy(policy, sampler=entry.sampler, env_cfg=env_cfg,
-                                                          seeds=batch, n_envs=n_envs, progress=False,
-                                                          max_steps=max_steps, warm_start=entry.warm_start))
+                policy.compile(entry.compile)  # cached: switching backends costs nothing after the first
+                parts[entry.label].append(evaluate(policy, sampler=entry.sampler, env_cfg=env_cfg,
+                                                   seeds=batch, n_envs=n_envs, progress=False,
+                                                   max_steps=max_steps, warm_start=entry.warm_start))
                 pbar.update()
 
     results = []
     for entry in entries:
         result = merge_results(parts[entry.label])
-        result.update(label=entry.label, sampler=entry.label, sampler_spec=entry.spec,
+        if "task" in result["episodes"][0]:  # Meta-World: success per task and their mean
+            add_task_breakdown(result)
+        result.update(label=entry.label, sampler=entry.label, sampler_spec=entry.spec, compile=entry.compile,
                       calibration=getattr(entry.sampler, "calibration", None))
         results.append(result)
     add_speedups(results)
@@ -272,7 +294,8 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
         print(f"bench: no comparison {note['pair']}: {note['reason']}")
     return {"results": results, "baseline": entries[0].label, "comparisons": comparisons,
             "skipped": skipped + comparison_notes, "batch_orders": orders,
-            "machine": machine_info(), "seeds": seeds, "n_envs": n_envs, "max_steps": max_steps,
+            "machine": machine_info(), "device": device_info(policy.device), "seeds": seeds, "n_envs": n_envs,
+            "max_steps": max_steps,
             "checkpoint": checkpoint}
 
 
@@ -342,6 +365,11 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
         "",
         bench_table(report["results"]),
         "",
+        *(["## Meta-World success per task", "", metaworld_table(report["results"]), "",
+           "Success is the mean over tasks of each task's success rate; its CI95 is the normal approximation "
+           "(1.96 · sqrt(Σ p(1-p)/n) / tasks). One seed is one episode per task. Mean max reward above is "
+           "Meta-World's dense reward (0-10).", ""]
+          if any("per_task" in r for r in report["results"]) else []),
         f"Baseline: {report.get('baseline')}. Speed-up (latency) is the baseline's chunk-latency p50 "
         "over the sampler's on this machine; speed-up (rounds) is the ratio of sequential network "
         "calls per chunk, the latency ratio on an accelerator wide enough for a whole Picard window. "
@@ -363,6 +391,7 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "## Skipped", ""]
         lines += [f"- {note.get('spec', note.get('pair'))}: {note['reason']}" for note in report["skipped"]]
     lines += ["", "## Machine", "", *[f"- {k}: {v}" for k, v in (report.get("machine") or {}).items()]]
+    lines += [f"- device {k}: {v}" for k, v in (report.get("device") or {}).items() if k != "torch"]
     if report.get("command"):
         lines += ["", "## Command", "", f"    {report['command']}"]
     return "\n".join(lines) + "\n"

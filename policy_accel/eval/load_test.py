@@ -13,7 +13,8 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-import torch
+
+from policy_accel.device import timed
 
 
 def _busy(stop: Any) -> None:
@@ -36,9 +37,8 @@ def chunk_latencies(policy: Any, obs_history: np.ndarray, chunks: int, budget_s:
     times: list[float] = []
     started = time.perf_counter()
     for _ in range(chunks):
-        start = time.perf_counter()
-        policy.predict_action_chunk(obs_history)
-        times.append(time.perf_counter() - start)
+        with timed(policy.device, times):  # synchronised on an accelerator
+            policy.predict_action_chunk(obs_history)
         if time.perf_counter() - started > budget_s:
             break
     return times
@@ -67,7 +67,7 @@ def latency_under_load(policy: Any, obs_history: np.ndarray, thread_counts: Sequ
 
 
 def load_test_markdown(rows: Sequence[dict[str, Any]], sampler: str) -> str:
-    lines = [f"| sampler | torch threads | competing busy processes | chunk p50 ms | p99 ms | max ms | chunks |",
+    lines = ["| sampler | torch threads | competing busy processes | chunk p50 ms | p99 ms | max ms | chunks |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {sampler} | {r['threads']} | {r['competing_processes']} | {r['p50_ms']:.1f} | "

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from policy_accel.device import synchronize
 from policy_accel.samplers import build_sampler
 from policy_accel.samplers.window_calibration import batch_cost_curve
 
@@ -25,8 +26,10 @@ class TimedDenoiser:
         self.denoiser, self.seconds, self.calls, self.rows = denoiser, 0.0, 0, 0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        synchronize(x.device)  # on an accelerator, time the work, not its launch
         start = time.perf_counter()
         out = self.denoiser(x, t, cond)
+        synchronize(x.device)
         self.seconds += time.perf_counter() - start
         self.calls += 1
         self.rows += x.shape[0]

@@ -87,6 +87,7 @@ def _markdown_report(result: Mapping[str, Any]) -> str:
         "",
         markdown_table([result]),
         "",
+        *_per_task_lines(result),
         "Mean max reward is Diffusion Policy's coverage score; CI95 is the normal approximation "
         "(1.96 · std / √n). Chunk latency is one batched policy call that planned a new chunk; "
         "per-action ms is total policy time divided by batched control steps.",
@@ -105,6 +106,17 @@ def _markdown_report(result: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _per_task_lines(result: Mapping[str, Any]) -> list[str]:
+    """Meta-World results: the per-task success table (imported lazily: PushT reports need no Meta-World)."""
+    if "per_task" not in result:
+        return []
+    from policy_accel.eval.metaworld_rollout import metaworld_table
+
+    return ["## Success per task (Meta-World)", "", metaworld_table([result]), "",
+            "Success is the mean over tasks of each task's rate, CI95 by the normal approximation; "
+            "mean max reward above is Meta-World's dense reward (0-10).", ""]
 
 
 def json_safe(value: Any) -> Any:

@@ -19,6 +19,8 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from policy_accel.eval.obs_adapter import ObsAdapter, make_obs_adapter
+from policy_accel.eval.obs_mapping import env_plan
 from policy_accel.eval.report import machine_info
 from policy_accel.samplers import SampleStats
 
@@ -64,24 +66,15 @@ def _percentiles_ms(seconds: Sequence[float]) -> dict[str, Any]:
             "n_chunks": len(ms)}
 
 
-def _make_envs(env_id: str, obs_type: str, n: int, max_steps: int) -> gym.vector.SyncVectorEnv:
+def _make_envs(env_id: str, obs_type: str, n: int, max_steps: int, **env_kwargs: Any) -> gym.vector.SyncVectorEnv:
     import policy_accel.envs  # noqa: F401  (registers the gymnasium ids)
 
     def make() -> gym.Env:
-        return gym.make(env_id, obs_type=obs_type, max_episode_steps=max_steps)
+        return gym.make(env_id, obs_type=obs_type, max_episode_steps=max_steps, **env_kwargs)
 
     # NEXT_STEP autoreset (gymnasium's default, named explicitly): a finished sub-env is
     # reset on the following step; its results from then on are masked out below.
     return gym.vector.SyncVectorEnv([make] * n, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
-
-
-def _check_obs_space(space: gym.Space, obs_dim: int, obs_type: str, policy_obs_type: str) -> None:
-    if obs_type != policy_obs_type:
-        raise ValueError(f"policy was trained on obs_type '{policy_obs_type}' but the env config gives "
-                         f"'{obs_type}' (pick env=pusht_{policy_obs_type})")
-    if not isinstance(space, gym.spaces.Box) or space.shape != (obs_dim,):
-        raise ValueError(f"policy expects flat observations of size {obs_dim}; env obs_type '{obs_type}' "
-                         f"gives {space}")
 
 
 def _timed_call(policy: Any, obs: np.ndarray, timing: _Timing) -> np.ndarray:
@@ -99,10 +92,15 @@ def _timed_call(policy: Any, obs: np.ndarray, timing: _Timing) -> np.ndarray:
 
 
 def _run_batch(policy: Any, vec: gym.vector.SyncVectorEnv, seeds: Sequence[int], timing: _Timing,
-               record: Sequence[bool], warm: bool, pbar: tqdm) -> tuple[list[dict[str, Any]], list[list[np.ndarray]]]:
-    """Run one episode per seed in parallel sub-envs until all have terminated or truncated."""
+               record: Sequence[bool], warm: bool, pbar: tqdm,
+               adapt: ObsAdapter | None = None) -> tuple[list[dict[str, Any]], list[list[np.ndarray]]]:
+    """Run one episode per seed in parallel sub-envs until all have terminated or truncated.
+
+    ``adapt`` turns the env's batched observation into the policy's (dict policies: key names, image layout)."""
     n = len(seeds)
-    obs, _ = vec.reset(seed=[int(s) for s in seeds])
+    adapt = adapt or (lambda o: o)
+    raw_obs, _ = vec.reset(seed=[int(s) for s in seeds])
+    obs = adapt(raw_obs)
     if warm:  # throwaway chunk: first-call allocations and thread start-up are not latency
         policy.reset()
         policy.select_action(obs)
@@ -116,7 +114,8 @@ def _run_batch(policy: Any, vec: gym.vector.SyncVectorEnv, seeds: Sequence[int],
     actions: list[list[np.ndarray]] = [[] for _ in range(n)]
     while not done.all():
         action = _timed_call(policy, obs, timing)
-        obs, reward, terminated, truncated, info = vec.step(action)
+        raw_obs, reward, terminated, truncated, info = vec.step(action)
+        obs = adapt(raw_obs)
         active = ~done
         coverage = np.asarray(info.get("coverage", np.zeros(n)), dtype=float)
         max_reward[active] = np.maximum(max_reward[active], np.asarray(reward)[active])
@@ -204,6 +203,9 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     env_id = _cfg_value(env_cfg, "id", "policy_accel/PushT-v0")
     obs_type = _cfg_value(env_cfg, "obs_type", "keypoints")
+    plan = env_plan(policy.config, env_cfg)  # LeRobot feature names: the PushT view the policy's features need
+    if plan is not None:
+        obs_type = plan.obs_type
     max_steps = int(max_steps if max_steps is not None else _cfg_value(env_cfg, "max_episode_steps", DEFAULT_MAX_STEPS))
     render_size = int(_cfg_value(env_cfg, "render_size", 96))
     n_video = max(0, min(int(record_video_episodes), len(seeds)))
@@ -226,13 +228,13 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
         with tqdm(total=len(seeds), desc=f"eval {name}", unit="ep", disable=not progress) as pbar:
             for start in range(0, len(seeds), n_envs):
                 batch = seeds[start: start + n_envs]
-                vec = _make_envs(env_id, obs_type, len(batch), max_steps)
+                vec = _make_envs(env_id, obs_type, len(batch), max_steps, **(plan.env_kwargs if plan else {}))
                 try:
-                    _check_obs_space(vec.single_observation_space, policy.config.obs_dim, obs_type,
-                                     policy.config.obs_type)
+                    adapt = plan.adapt if plan is not None else make_obs_adapter(
+                        vec.single_observation_space, policy.config, obs_type, _cfg_value(env_cfg, "obs_keys"))
                     record = [start + i < n_video for i in range(len(batch))]
                     batch_episodes, actions = _run_batch(policy, vec, batch, timing, record,
-                                                         warm=len(batch) not in warmed, pbar=pbar)
+                                                         warm=len(batch) not in warmed, pbar=pbar, adapt=adapt)
                 finally:
                     vec.close()
                 warmed.add(len(batch))

@@ -138,7 +138,8 @@ class ConditionalUnet1D(nn.Module):
                 global_cond: torch.Tensor | None = None) -> torch.Tensor:
         """``sample`` (B, T, input_dim), ``timestep`` scalar or (B,), ``global_cond`` (B, cond) -> (B, T, input_dim)."""
         x = sample.transpose(1, 2)
-        timesteps = torch.as_tensor(timestep, device=sample.device)
+        # a tensor passes through untouched (TorchScript tracing keeps it an input, not a constant)
+        timesteps = timestep if isinstance(timestep, torch.Tensor) else torch.as_tensor(timestep, device=sample.device)
         if timesteps.ndim == 0:
             timesteps = timesteps[None]
         feature = self.diffusion_step_encoder(timesteps.expand(sample.shape[0]))

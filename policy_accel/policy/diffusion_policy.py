@@ -19,13 +19,14 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from policy_accel.data.normalizer import Normalizer
-from policy_accel.model.conditional_unet1d import ConditionalUnet1D
+from policy_accel.policy.components import build_network, build_obs_encoder
 from policy_accel.policy.config import DiffusionPolicyConfig
 from policy_accel.policy.warm_start import WarmStartState
 from policy_accel.policy.warmup import (calibrate_with_cache, check_threads, needs_calibration, torch_threads,
                                        warmup_policy)
 from policy_accel.samplers import Sampler, SampleStats, build_sampler
 from policy_accel.samplers.sequential import draw_noise
+from policy_accel.samplers.solvers import ddpm_scheduler_config
 
 
 class DiffusionPolicy(nn.Module):
@@ -33,21 +34,25 @@ class DiffusionPolicy(nn.Module):
 
     def __init__(self, config: DiffusionPolicyConfig, normalizer: Normalizer | None = None,
                  sampler: str | Mapping[str, Any] | Sampler = "ddpm", warm_start: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, model: nn.Module | None = None,
+                 obs_encoder: nn.Module | None = None) -> None:
+        """``model`` / ``obs_encoder`` default to what ``config`` names (:mod:`policy_accel.policy.components`);
+        pass modules to plug in others (they must follow the protocols documented there)."""
         super().__init__()
         self.config = config
-        unet = config.unet
-        self.model = ConditionalUnet1D(
-            input_dim=config.action_dim, global_cond_dim=config.global_cond_dim,
-            diffusion_step_embed_dim=unet.diffusion_step_embed_dim, down_dims=unet.down_dims,
-            kernel_size=unet.kernel_size, n_groups=unet.n_groups, cond_predict_scale=unet.cond_predict_scale)
-        self.normalizer = normalizer or Normalizer.empty_like({"obs": config.obs_dim, "action": config.action_dim})
-        self.noise_scheduler = DDPMScheduler(**config.noise_scheduler)
+        self.model = model if model is not None else build_network(config)
+        self.obs_encoder = obs_encoder if obs_encoder is not None else build_obs_encoder(config)
+        if normalizer is None:
+            normalizer = (Normalizer.empty_from_spec(config.normalizer) if config.normalizer is not None
+                          else Normalizer.empty_like({"obs": config.obs_dim, "action": config.action_dim}))
+        self.normalizer = normalizer
+        self.noise_scheduler = DDPMScheduler(**ddpm_scheduler_config(config.noise_scheduler))
         self.sampler: Sampler = build_sampler(sampler, config.noise_scheduler)
         self.generator = torch.Generator().manual_seed(0)
         self.last_stats: SampleStats | None = None
         self.warm_start = warm_start  # reuse the last chunk's noise and solution (see warm_start.py)
         self._warm: WarmStartState | None = None
+        self.compile_mode: str | None = None  # the denoiser's compile backend (see compile())
         self.threads = check_threads(threads)  # torch intra-op threads while planning (None: torch's default)
         self._model_hash: str | None = None  # fingerprint of the network for the window calibration cache
         self._lock = threading.RLock()
@@ -61,6 +66,10 @@ class DiffusionPolicy(nn.Module):
         state["_obs_queue"] = deque(maxlen=self.config.n_obs_steps)
         state["_action_queue"] = deque()
         state["_warm"] = None
+        state.pop("_compiled_cache", None)  # compiled code is tied to the original's weights: copies run eager
+        state.pop("_compiled_denoiser", None)
+        state.pop("_compiled_encoder", None)
+        state["compile_mode"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -70,9 +79,8 @@ class DiffusionPolicy(nn.Module):
     # ------------------------------------------------------------- training
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Epsilon-prediction MSE on a batch ``{"obs": (B, H, O), "action": (B, H, A)}``."""
-        obs = self.normalizer.normalize("obs", batch["obs"])
         action = self.normalizer.normalize("action", batch["action"])
-        cond = obs[:, : self.config.n_obs_steps].flatten(1)
+        cond = self._encode(self._first_frames(batch["obs"]))
         noise = torch.randn_like(action)
         timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (action.shape[0],),
                                   device=action.device)
@@ -83,6 +91,10 @@ class DiffusionPolicy(nn.Module):
     def set_sampler(self, sampler: str | Mapping[str, Any] | Sampler) -> None:
         built = build_sampler(sampler, self.config.noise_scheduler)
         self._check_sampler(built)
+        if hasattr(built, "to"):  # a student: its network joins the policy's device (and compile mode)
+            built.to(self.device)
+            if self.compile_mode is not None and hasattr(built, "compile"):
+                built.compile(self.compile_mode)
         with self._lock:
             self.sampler = built
             self._warm = None
@@ -95,8 +107,108 @@ class DiffusionPolicy(nn.Module):
             check(cfg.obs_dim, cfg.n_obs_steps, cfg.horizon, cfg.action_dim, self.normalizer)
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """The denoiser handed to samplers: eps for rows ``x`` at steps ``t`` given ``cond``."""
-        return self.model(x, t, cond)
+        """The denoiser handed to samplers: eps for rows ``x`` at steps ``t`` given ``cond``
+        (the compiled network when :meth:`compile` was called)."""
+        compiled = self.__dict__.get("_compiled_denoiser")
+        return compiled(x, t, cond) if compiled is not None else self.model(x, t, cond)
+
+    def _example_frames(self) -> dict[str, torch.Tensor]:
+        """Normalised frames of ``n_obs_steps`` mid-range observations, as the encoder sees them (compiling)."""
+        shapes = self.config.obs_shapes or {}
+        return {k: torch.full((self.config.n_obs_steps, *(int(d) for d in v["shape"])),
+                              0.5 if v["type"] == "rgb" else 0.0, device=self.device) for k, v in shapes.items()}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network lives (move the policy with ``.to(device)``; observations follow it)."""
+        return next(self.model.parameters()).device
+
+    def compile(self, mode: bool | str = True, batch_size: int = 1) -> "DiffusionPolicy":  # type: ignore[override]
+        """Compile the denoiser (``mode``: True = the device's best backend, ``"freeze"``, ``"inductor"``,
+        ``"reduce-overhead"``; False = eager again). Compiles now, announces its time, checks it against
+        eager, and caches per mode, so switching back and forth (benchmarks) compiles once. Call it once the
+        weights are final: the ``freeze`` backend folds them in as constants."""
+        from policy_accel.model.compile import compile_denoiser, compile_module, resolve_mode
+
+        resolved = resolve_mode(mode, self.device)
+        cache = self.__dict__.setdefault("_compiled_cache", {})
+        if resolved is not None and resolved not in cache:
+            rows = max(8, batch_size)
+            example = (torch.zeros((rows, self.config.horizon, self.config.action_dim), device=self.device),
+                       torch.full((rows,), 1, dtype=torch.long, device=self.device),
+                       self.neutral_cond(rows))
+            cache[resolved] = compile_denoiser(self.model.eval(), resolved, example)
+            if self.obs_encoder is not None:  # runs once per chunk, but on images it is most of a small chunk
+                cache[("encoder", resolved)] = compile_module(self.obs_encoder.eval(), resolved,
+                                                              (self._example_frames(),), what="observation encoder")
+        self.__dict__["_compiled_denoiser"] = cache.get(resolved) if resolved is not None else None
+        self.__dict__["_compiled_encoder"] = cache.get(("encoder", resolved)) if resolved is not None else None
+        self.compile_mode = resolved
+        if hasattr(self.sampler, "compile"):  # a distilled student runs its own network
+            self.sampler.to(self.device)
+            self.sampler.compile(resolved)
+        return self
+
+    # ------------------------------------------------------- observations
+    def _first_frames(self, obs: Any) -> Any:
+        n = self.config.n_obs_steps
+        return {k: v[:, :n] for k, v in obs.items()} if isinstance(obs, Mapping) else obs[:, :n]
+
+    def _encode(self, obs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Checked history ``(B, n_obs_steps, ...)`` in env units -> conditioning ``(B, n_obs_steps * obs_dim)``."""
+        device = self.device  # observations arrive from anywhere (numpy, another device): move them once
+        obs = ({k: v.to(device, non_blocking=True) for k, v in obs.items()} if isinstance(obs, Mapping)
+               else obs.to(device, non_blocking=True))
+        if not isinstance(obs, Mapping):
+            return self.normalizer.normalize("obs", obs).flatten(1)
+        fields = self.normalizer.fields
+        batch = next(iter(obs.values())).shape[0]
+        # keys without a normaliser field are fed as they are; frames of all chunks in one encoder batch
+        frames = {k: (self.normalizer.normalize(k, v) if k in fields else v).flatten(0, 1) for k, v in obs.items()}
+        if self.obs_encoder is not None:
+            encoder = self.__dict__.get("_compiled_encoder") or self.obs_encoder
+            features = encoder(frames)
+        else:
+            features = torch.cat([frames[k].flatten(1) for k in self.config.obs_shapes or frames], dim=-1)
+        return features.reshape(batch, -1)
+
+    def encode_obs(self, obs_history: Any) -> torch.Tensor:
+        """Observation history in env units -> the samplers' 2-D conditioning ``(B, n_obs_steps * obs_dim)``.
+
+        Runs the observation encoder once per chunk; every network call of the sampler (Picard windows
+        included) reuses this tensor."""
+        return self._encode(self._checked_history(obs_history))
+
+    def _checked_history(self, obs_history: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+        cfg = self.config
+        if cfg.dict_obs:
+            return self._check_obs_dict(obs_history, (cfg.n_obs_steps,), "obs_history")
+        obs = self._as_tensor(obs_history, "obs_history")
+        self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim), "obs_history")
+        return obs
+
+    def _check_obs_dict(self, obs: Any, leading: tuple[int, ...], what: str) -> dict[str, torch.Tensor]:
+        """Dict observation -> float tensors ``(B, *leading, *shape)`` per configured key (extra keys ignored)."""
+        shapes = self.config.obs_shapes or {}
+        if not isinstance(obs, Mapping):
+            raise TypeError(f"{what} must be a dict with keys {list(shapes)}, got {type(obs).__name__}")
+        missing = [k for k in shapes if k not in obs]
+        if missing:
+            raise ValueError(f"{what} is missing keys {missing} (policy observes {list(shapes)})")
+        out: dict[str, torch.Tensor] = {}
+        for key, entry in shapes.items():
+            expected = (*leading, *(int(d) for d in entry["shape"]))
+            raw = obs[key]
+            if entry["type"] == "rgb" and getattr(raw, "dtype", None) in (np.uint8, torch.uint8):
+                raise TypeError(f"{what}['{key}'] is uint8: images must be float in [0, 1], channels first "
+                                f"{tuple(entry['shape'])} (divide by 255 and move channels first)")
+            value = self._as_tensor(raw, f"{what}['{key}']")
+            self._check_obs(value, expected, f"{what}['{key}']")
+            out[key] = value
+        batches = {k: v.shape[0] for k, v in out.items()}
+        if len(set(batches.values())) > 1:
+            raise ValueError(f"{what}: keys disagree on the batch size {batches}")
+        return out
 
     def _check_obs(self, obs: torch.Tensor, expected: tuple[int, ...], what: str) -> None:
         if tuple(obs.shape[-len(expected):]) != expected or obs.ndim != len(expected) + 1:
@@ -119,17 +231,22 @@ class DiffusionPolicy(nn.Module):
     def predict_action_chunk(self, obs_history: Any, **sampler_kwargs: Any) -> torch.Tensor:
         """``obs_history`` (B, n_obs_steps, obs_dim) in env units -> (B, horizon, action_dim) in env units.
 
+        Dict policies take ``{key: (B, n_obs_steps, *shape)}`` (keys and shapes: ``config.obs_shapes``).
         ``sampler_kwargs`` go to the sampler (e.g. ``deadline_s`` for Picard samplers)."""
         cfg = self.config
-        obs = self._as_tensor(obs_history, "obs_history")
-        self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim), "obs_history")
-        shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
+        obs = self._checked_history(obs_history)
+        batch = next(iter(obs.values())).shape[0] if isinstance(obs, dict) else obs.shape[0]
+        shape = (batch, cfg.horizon, cfg.action_dim)
         with self._lock, torch_threads(self.threads):
-            cond = self.normalizer.normalize("obs", obs).flatten(1)
+            cond = self._encode(obs)  # once per chunk: samplers reuse it for every network call
+            if self.warm_start and self._warm is not None and self._warm.noise.device != cond.device:
+                self._warm = None  # the policy moved to another device
             if needs_calibration(self.sampler) and "window" not in sampler_kwargs:
                 calibrate_with_cache(self, cond, shape)  # announced; policy.warmup() does it before the loop
             if self.warm_start and "noise" not in sampler_kwargs:
                 sampler_kwargs.update(self._warm_start_inputs(shape))
+            if hasattr(self.sampler, "to"):  # a student's own network follows the policy's device
+                self.sampler.to(cond.device)
             out = self.sampler.sample(self.denoise, cond, shape, generator=self.generator, **sampler_kwargs)
             if self.warm_start:
                 self._warm = WarmStartState(sampler_kwargs["noise"], out.trajectory)
@@ -139,7 +256,7 @@ class DiffusionPolicy(nn.Module):
     def _warm_start_inputs(self, shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
         """Noise (and, for samplers that take one, an initial guess) shifted from the last chunk."""
         if self._warm is None or self._warm.noise.shape[1:] != shape:
-            return {"noise": draw_noise(self.sampler.solver, shape, self.generator)}
+            return {"noise": draw_noise(self.sampler.solver, shape, self.generator, device=self.device)}
         noise, guess = self._warm.next_inputs(self.config.n_action_steps, self.generator)
         inputs = {"noise": noise}
         if guess is not None and getattr(self.sampler, "accepts_initial_guess", False):
@@ -148,7 +265,7 @@ class DiffusionPolicy(nn.Module):
 
     def neutral_cond(self, batch_size: int = 1) -> torch.Tensor:
         """Conditioning of a mid-range observation (normalised zeros): what warm-up and calibration plan for."""
-        return torch.zeros((batch_size, self.config.global_cond_dim))
+        return torch.zeros((batch_size, self.config.global_cond_dim), device=self.device)
 
     def warmup(self, batch_size: int = 1, use_cache: bool = True, verbose: bool = True) -> dict[str, Any]:
         """Do the slow first-call work before a control loop's first tick and say how long it took.
@@ -168,31 +285,58 @@ class DiffusionPolicy(nn.Module):
             if seed is not None:
                 self.generator.manual_seed(seed)
 
-    @torch.inference_mode()
-    def select_action(self, obs: Any) -> np.ndarray:
-        """One env step: ``obs`` (obs_dim,) or (B, obs_dim) -> action (action_dim,) or (B, action_dim).
-
-        Plans a chunk only when the queue of executed actions runs dry: actions
-        ``n_obs_steps - 1 ... n_obs_steps - 2 + n_action_steps`` of the chunk, aligned so the
-        first executed action follows the newest observation (Diffusion Policy's convention).
-        """
+    def _step_obs(self, obs: Any) -> tuple[Any, bool]:
+        """One step's observation -> (batched copy, was it unbatched). Copies: robot loops often reuse
+        one buffer per tick, and a queued view would be overwritten."""
         cfg = self.config
-        # A copy: robot loops often reuse one buffer per tick, and a queued view would be overwritten.
+        if cfg.dict_obs:
+            shapes = cfg.obs_shapes or {}
+            if not isinstance(obs, Mapping):
+                raise TypeError(f"obs must be a dict with keys {list(shapes)}, got {type(obs).__name__}")
+            first = next(iter(shapes))
+            single = first in obs and np.ndim(obs[first]) == len(shapes[first]["shape"])
+            step = {k: (v[None] if single else v) for k, v in obs.items() if k in shapes}
+            step = {k: v.clone() for k, v in self._check_obs_dict({**obs, **step}, (), "obs").items()}
+            return step, single
         tensor = self._as_tensor(obs, "obs").clone()
         single = tensor.ndim == 1
         batch = tensor[None] if single else tensor
         self._check_obs(batch, (cfg.obs_dim,), "obs")
+        return batch, single
+
+    @staticmethod
+    def _obs_signature(obs: Any) -> Any:
+        return {k: tuple(v.shape) for k, v in obs.items()} if isinstance(obs, dict) else tuple(obs.shape)
+
+    @torch.inference_mode()
+    def select_action(self, obs: Any, as_tensor: bool = False) -> np.ndarray | torch.Tensor:
+        """One env step: ``obs`` (obs_dim,) or (B, obs_dim) -> action (action_dim,) or (B, action_dim).
+
+        Dict policies take ``{key: (*shape)}`` or ``{key: (B, *shape)}`` per step (``config.obs_shapes``).
+        Plans a chunk only when the queue of executed actions runs dry: actions
+        ``first_action ... first_action + n_action_steps - 1`` of the chunk (``n_obs_steps - 1`` unless
+        the config says otherwise), aligned so the first executed action follows the newest observation
+        (Diffusion Policy's convention). Actions are numpy in env units; ``as_tensor=True`` gives a CPU
+        torch tensor instead.
+        """
+        cfg = self.config
+        batch, single = self._step_obs(obs)
+        signature = self._obs_signature(batch)
         with self._lock:
-            if self._obs_queue and self._obs_queue[-1].shape != batch.shape:
-                raise ValueError(f"obs batch changed from {tuple(self._obs_queue[-1].shape)} to "
-                                 f"{tuple(batch.shape)} without reset()")
+            if self._obs_queue and self._obs_signature(self._obs_queue[-1]) != signature:
+                raise ValueError(f"obs batch changed from {self._obs_signature(self._obs_queue[-1])} to "
+                                 f"{signature} without reset()")
             if not self._obs_queue:  # first step: pad history by repeating the first observation
                 self._obs_queue.extend([batch] * cfg.n_obs_steps)
             else:
                 self._obs_queue.append(batch)
             if not self._action_queue:
-                chunk = self.predict_action_chunk(torch.stack(list(self._obs_queue), dim=1))
-                start = cfg.n_obs_steps - 1
-                self._action_queue.extend(chunk[:, start: start + cfg.n_action_steps].unbind(1))
-            action = self._action_queue.popleft().numpy()
+                queued = list(self._obs_queue)
+                history = ({k: torch.stack([q[k] for q in queued], dim=1) for k in batch}
+                           if isinstance(batch, dict) else torch.stack(queued, dim=1))
+                chunk = self.predict_action_chunk(history)
+                start = cfg.first_action
+                self._action_queue.extend(chunk[:, start: start + cfg.n_action_steps].cpu().unbind(1))
+            queued = self._action_queue.popleft()  # on the CPU: one device-to-host copy per chunk
+        action = queued.clone() if as_tensor else queued.numpy()
         return action[0] if single else action

@@ -64,8 +64,8 @@ def calibrate_with_cache(policy: "DiffusionPolicy", cond: torch.Tensor, shape: t
     assert isinstance(sampler, PicardSampler)
     if policy._model_hash is None:
         policy._model_hash = model_fingerprint(policy.model)
-    key = calibration_key(policy._model_hash, cond.device, torch.get_num_threads(), _sampler_settings(sampler),
-                          shape)
+    settings = {**_sampler_settings(sampler), "compile": policy.compile_mode}  # compiled rounds cost less
+    key = calibration_key(policy._model_hash, cond.device, torch.get_num_threads(), settings, shape)
     cached = load_calibration(key) if use_cache else None
     if cached is not None:
         sampler.calibration = {**cached, "from_cache": True}

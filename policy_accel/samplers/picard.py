@@ -164,6 +164,7 @@ class PicardSampler:
         x0_buffer = torch.zeros((n, *shape), dtype=noise.dtype, device=noise.device) if solver.uses_prev_x0 else None
         inv_scale = (self._inv_scale / dim).to(noise)
         step_ids = torch.arange(n, device=noise.device)
+        timesteps = solver.tables(noise.device)[0]
         cond_rows = cond.repeat(window, 1)
 
         begin, rounds, nfe, final_error, hit_deadline = 0, 0, 0, 0.0, False
@@ -174,7 +175,7 @@ class PicardSampler:
             rows = trajectory[begin:end]
             index = step_ids[begin:end].repeat_interleave(batch)
             flat = rows.reshape(length * batch, *shape[1:])
-            eps = denoiser(flat, solver.timesteps[index], cond_rows[: length * batch])
+            eps = denoiser(flat, timesteps[index], cond_rows[: length * batch])
             x0 = solver.predict_x0(eps, index, flat)
             x0_prev = None
             if x0_buffer is not None:
@@ -193,9 +194,8 @@ class PicardSampler:
 
             # One device-to-host transfer per round: where to slide, whether all is finite, the error kept.
             bad = ~(error <= tol2).all(dim=1)  # NaN counts as bad
-            first_bad_t = torch.where(bad.any(), bad.int().argmax(), torch.tensor(length, device=bad.device))
-            kept = torch.where(step_ids[:length] < first_bad_t, error.amax(dim=1), torch.zeros((), dtype=error.dtype,
-                                                                                          device=error.device))
+            first_bad_t = torch.where(bad.any(), bad.int().argmax(), step_ids.new_full((), length))
+            kept = torch.where(step_ids[:length] < first_bad_t, error.amax(dim=1), error.new_zeros(()))
             first_bad_f, finite, kept_max = torch.stack([first_bad_t.to(error.dtype), torch.isfinite(error).all()
                                                          .to(error.dtype), kept.max()]).tolist()
             if not finite:

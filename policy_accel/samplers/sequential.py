@@ -17,9 +17,12 @@ def draw_noise(solver: StepSolver, shape: tuple[int, int, int], generator: torch
     Drawing everything first makes a stochastic solve a deterministic function of this
     tensor, so sequential and Picard samplers given the same generator return the same chunk.
     Deterministic solvers only use row 0, but draw the same tensor so both kinds consume
-    the generator identically.
+    the generator identically. The draws come from the generator's own device and are then
+    moved, so a seeded CPU generator gives the same noise whatever device samples.
     """
-    return torch.randn((solver.num_steps + 1, *shape), generator=generator, dtype=dtype, device=device)
+    source = generator.device if generator is not None else torch.device(device)
+    noise = torch.randn((solver.num_steps + 1, *shape), generator=generator, dtype=dtype, device=source)
+    return noise.to(device)  # a CPU generator on an accelerator: the same draws on every device
 
 
 class SequentialSampler:
@@ -43,11 +46,12 @@ class SequentialSampler:
         elif noise.shape != (solver.num_steps + 1, *shape):
             raise ValueError(f"noise must have shape {(solver.num_steps + 1, *shape)}, got {tuple(noise.shape)}")
         noise_std = solver.noise_std.to(noise)
+        timesteps = solver.tables(noise.device)[0]
         x, x0 = noise[0], None
         batch = shape[0]
         for i in range(solver.num_steps):
-            index = torch.full((batch,), i, dtype=torch.long)
-            eps = denoiser(x, solver.timesteps[index], cond)
+            index = torch.full((batch,), i, dtype=torch.long, device=noise.device)
+            eps = denoiser(x, timesteps[index], cond)
             x, x0 = solver.mean_next(eps, index, x, x0)
             if solver.stochastic:
                 x = x + noise_std[i] * noise[i + 1]

@@ -34,18 +34,43 @@ DEFAULT_NOISE_SCHEDULER: dict[str, Any] = {
     "prediction_type": "epsilon",
 }
 
+# what the noise-prediction network outputs: the noise (Diffusion Policy) or the clean chunk (LeRobot's "sample")
+PREDICTION_TYPES = ("epsilon", "sample")
 _SHARED_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+# DDIM inference settings a checkpoint may carry (Diffusion Policy's DDIM workspaces); only DDIMSolver reads them
+DDIM_KEYS = ("set_alpha_to_one", "steps_offset", "timestep_spacing")
+
+
+def ddpm_scheduler_config(noise_scheduler: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a noise-scheduler config that diffusers' ``DDPMScheduler`` takes."""
+    return {k: v for k, v in noise_scheduler.items() if k not in DDIM_KEYS}
 
 
 def shared_schedule(noise_scheduler: Mapping[str, Any]) -> dict[str, Any]:
     """Validated training noise-scheduler config, merged over the defaults."""
-    unknown = set(noise_scheduler) - set(DEFAULT_NOISE_SCHEDULER) - {"clip_sample_range"}
+    unknown = set(noise_scheduler) - set(DEFAULT_NOISE_SCHEDULER) - {"clip_sample_range", *DDIM_KEYS}
     if unknown:
         raise ValueError(f"unknown noise scheduler keys {sorted(unknown)}; known: {sorted(DEFAULT_NOISE_SCHEDULER)}")
     merged = {**DEFAULT_NOISE_SCHEDULER, **noise_scheduler}
-    if merged["prediction_type"] != "epsilon":
-        raise ValueError(f"samplers expect an epsilon-prediction network, got '{merged['prediction_type']}'")
+    if merged["prediction_type"] not in PREDICTION_TYPES:
+        raise ValueError(f"samplers take a network predicting one of {list(PREDICTION_TYPES)}, "
+                         f"got prediction_type '{merged['prediction_type']}'")
     return merged
+
+
+def _as_prediction_type(coef: "StepCoefficients", abar_t: torch.Tensor, prediction_type: str) -> "StepCoefficients":
+    """Rewrite epsilon-form coefficients for a network that predicts ``prediction_type``.
+
+    A "sample" network outputs the clean chunk m itself: x0 = clip(m), and the epsilon the
+    schedulers derive from it, (x - sqrt(abar) m) / sqrt(1 - abar), is computed from the
+    *unclipped* m (as diffusers' DDIM does). Both are affine in (x, m), so every solver keeps the
+    one affine form: P = 0, Q = 1, and the eps term folds into B and C."""
+    if prediction_type == "epsilon":
+        return coef
+    root_a, root_s = abar_t.sqrt(), (1.0 - abar_t).sqrt()
+    one, zero = torch.ones_like(coef.P), torch.zeros_like(coef.P)
+    return StepCoefficients(P=zero, Q=one, A=coef.A, B=coef.B + coef.C / root_s, C=-coef.C * root_a / root_s,
+                            E=coef.E, noise_std=coef.noise_std, noise_var=coef.noise_var)
 
 
 @dataclass
@@ -89,8 +114,18 @@ class StepSolver:
         self._fixed_x0_gain = (c.B - c.C * c.P / c.Q).tolist()
         self._fixed_x0_weight = (c.A + c.C / c.Q + (c.E if self.uses_prev_x0 else 0.0)).tolist()
 
+    def tables(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(timesteps, packed coefficients)`` on ``device``, copied there once and cached, so that
+        a sampling loop on an accelerator never copies them from the host again."""
+        key = str(torch.device(device))
+        cache = self.__dict__.setdefault("_device_tables", {})
+        if key not in cache:
+            cache[key] = (self.timesteps.to(device), self._packed.to(device))
+        return cache[key]
+
     def _gather(self, step_index: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        coef = self._packed.to(like)[step_index].reshape(-1, 6, *([1] * (like.ndim - 1)))
+        packed = self.tables(like.device)[1].to(like.dtype)
+        coef = packed[step_index].reshape(-1, 6, *([1] * (like.ndim - 1)))
         return coef.unbind(1)
 
     def predict_x0(self, eps: torch.Tensor, step_index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +175,7 @@ class DDPMSolver(StepSolver):
 
     def __init__(self, noise_scheduler: Mapping[str, Any], num_steps: int | None = None) -> None:
         cfg = shared_schedule(noise_scheduler)
-        scheduler = DDPMScheduler(**cfg)
+        scheduler = DDPMScheduler(**ddpm_scheduler_config(cfg))
         scheduler.set_timesteps(num_steps or cfg["num_train_timesteps"])
         timesteps = scheduler.timesteps.long()
         abar = scheduler.alphas_cumprod.double()
@@ -154,6 +189,7 @@ class DDPMSolver(StepSolver):
             P=P, Q=Q, A=abar_prev.sqrt() * (1.0 - alpha_t) / (1.0 - abar_t),
             B=alpha_t.sqrt() * (1.0 - abar_prev) / (1.0 - abar_t), C=torch.zeros_like(P), E=torch.zeros_like(P),
             noise_std=torch.where(timesteps > 0, var.sqrt(), torch.zeros_like(var)).float(), noise_var=var.float())
+        coef = _as_prediction_type(coef, abar_t, cfg["prediction_type"])
         super().__init__(timesteps, coef, cfg.get("clip_sample_range", 1.0) if cfg["clip_sample"] else None)
 
 
@@ -166,22 +202,28 @@ class DDIMSolver(StepSolver):
     name = "ddim"
 
     def __init__(self, noise_scheduler: Mapping[str, Any], num_steps: int = 10,
-                 timestep_spacing: str = "trailing") -> None:
+                 timestep_spacing: str | None = None) -> None:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         cfg = shared_schedule(noise_scheduler)
+        # a checkpoint's own DDIM settings (Diffusion Policy: "leading" spacing) unless the caller names one
+        spacing = timestep_spacing or cfg.get("timestep_spacing", "trailing")
+        alpha_to_one = bool(cfg.get("set_alpha_to_one", True))
         scheduler = DDIMScheduler(**{k: cfg[k] for k in ("num_train_timesteps", "beta_start", "beta_end",
                                                          "beta_schedule", "clip_sample", "prediction_type")},
-                                  set_alpha_to_one=True, steps_offset=0, timestep_spacing=timestep_spacing)
+                                  set_alpha_to_one=alpha_to_one, steps_offset=int(cfg.get("steps_offset", 0)),
+                                  timestep_spacing=spacing)
         scheduler.set_timesteps(num_steps)
         timesteps = scheduler.timesteps.long()
         abar = scheduler.alphas_cumprod.double()
         abar_t = abar[timesteps]
-        abar_prev = torch.cat([abar[timesteps[1:]], torch.ones(1, dtype=abar.dtype)])
+        final = torch.ones(1, dtype=abar.dtype) if alpha_to_one else abar[:1]
+        abar_prev = torch.cat([abar[timesteps[1:]], final])
         P, Q = _eps_to_x0(abar_t)
         zeros = torch.zeros_like(P)
         coef = StepCoefficients(P=P, Q=Q, A=abar_prev.sqrt(), B=zeros, C=(1.0 - abar_prev).sqrt(), E=zeros,
                                 noise_std=zeros.float(), noise_var=_ddpm_posterior_var(abar_t, abar_prev).float())
+        coef = _as_prediction_type(coef, abar_t, cfg["prediction_type"])
         super().__init__(timesteps, coef, cfg.get("clip_sample_range", 1.0) if cfg["clip_sample"] else None)
 
 
@@ -229,6 +271,7 @@ class DPMSolverPP(StepSolver):
         abar_prev = alpha[1:] ** 2
         coef = StepCoefficients(P=P, Q=Q, A=A, B=B, C=torch.zeros(n, dtype=torch.float64), E=E,
                                 noise_std=torch.zeros(n), noise_var=_ddpm_posterior_var(abar_t, abar_prev).float())
+        coef = _as_prediction_type(coef, abar_t, cfg["prediction_type"])
         clip = cfg["clip_sample"] if clip_sample is None else clip_sample
         super().__init__(timesteps, coef, clip_range=cfg.get("clip_sample_range", 1.0) if clip else None)
 
@@ -266,7 +309,7 @@ class VPredictionDDIMSolver(StepSolver):
         grid = torch.as_tensor(grid).long()
         if grid.ndim != 1 or len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()) or int(grid[-1]) != -1:
             raise ValueError(f"grid must strictly decrease to -1 (clean), got {grid.tolist()}")
-        abar = abar_at(DDPMScheduler(**cfg).alphas_cumprod, grid)
+        abar = abar_at(DDPMScheduler(**ddpm_scheduler_config(cfg)).alphas_cumprod, grid)
         alpha, sigma = abar.sqrt(), (1.0 - abar).sqrt()
         a_t, s_t, a_n, s_n = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
         zeros = torch.zeros_like(a_t)

@@ -73,8 +73,10 @@ class StudentSampler:
         try:
             policy_config, student = config["policy"], config["student"]
             network = unet_from_policy_config(policy_config)
-            normalizer = Normalizer.empty_like({"obs": int(policy_config["obs_dim"]),
-                                                "action": int(policy_config["action_dim"])})
+            spec = policy_config.get("normalizer")  # imported teachers: their own layout (e.g. scale/offset)
+            normalizer = (Normalizer.empty_from_spec(spec) if spec is not None else
+                          Normalizer.empty_like({"obs": int(policy_config["obs_dim"]),
+                                                 "action": int(policy_config["action_dim"])}))
             grid = student["grid"]
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"'{path}' has an invalid student config: {exc}") from exc
@@ -84,7 +86,33 @@ class StudentSampler:
         return cls(network, normalizer, policy_config, grid, name=name, source=str(path))
 
     def _denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.network(x, t, cond)
+        compiled = self.__dict__.get("_compiled")
+        return compiled(x, t, cond) if compiled is not None else self.network(x, t, cond)
+
+    def to(self, device: torch.device | str) -> "StudentSampler":
+        """Move the student's network to ``device`` (the policy does this to follow its own device)."""
+        device = torch.device(device)
+        if next(self.network.parameters()).device != device:
+            self.network.to(device)
+            self.__dict__.pop("_compiled", None)
+            self.__dict__.pop("_compiled_cache", None)
+        return self
+
+    def compile(self, mode: str | None, rows: int = 8) -> None:
+        """Compile the student's network (a mode of :func:`policy_accel.model.compile.compile_denoiser`,
+        None: eager)."""
+        from policy_accel.model.compile import compile_denoiser
+
+        cache = self.__dict__.setdefault("_compiled_cache", {})
+        if mode is None or mode in cache:  # eager, or compiled with this backend before: switch, don't recompile
+            self._compiled = cache.get(mode)
+            return
+        device = next(self.network.parameters()).device
+        cfg = self.policy_config
+        cond_dim = int(cfg["obs_dim"]) * int(cfg["n_obs_steps"])
+        example = (torch.zeros((rows, int(cfg["horizon"]), int(cfg["action_dim"])), device=device),
+                   torch.full((rows,), 1, dtype=torch.long, device=device), torch.zeros((rows, cond_dim), device=device))
+        self._compiled = cache[mode] = compile_denoiser(self.network, mode, example)
 
     def check_compatible(self, obs_dim: int, n_obs_steps: int, horizon: int, action_dim: int,
                          normalizer: Normalizer) -> None:

@@ -13,11 +13,11 @@ so calibrating never moves the global torch RNG.
 from __future__ import annotations
 
 import statistics
-import time
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from policy_accel.device import timed
 from policy_accel.samplers.base import Denoiser
 
 TIE_MARGIN = 0.10  # latencies within 10 % of the fastest are a tie: the smallest such window wins
@@ -45,11 +45,10 @@ def batch_cost_curve(denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, i
             t = torch.full((w * shape[0],), timestep, dtype=torch.long, device=cond.device)
             c = cond.repeat(w, 1)
             denoiser(x, t, c)  # warm-up
-            times = []
+            times: list[float] = []
             for _ in range(repeats):
-                start = time.perf_counter()
-                denoiser(x, t, c)
-                times.append(time.perf_counter() - start)
+                with timed(cond.device, times):  # synchronised: an accelerator's launch is not its cost
+                    denoiser(x, t, c)
             curve[w] = statistics.median(times)
     return curve
 
@@ -72,12 +71,11 @@ def calibrate_window(sampler: "PicardSampler", denoiser: Denoiser, cond: torch.T
     latency, rounds = {}, {}
     for w in windows:
         sampler.sample(denoiser, cond, shape, noise=noise, window=w)  # warm-up
-        best = float("inf")
+        times: list[float] = []
         for _ in range(repeats):
-            start = time.perf_counter()
-            out = sampler.sample(denoiser, cond, shape, noise=noise, window=w)
-            best = min(best, time.perf_counter() - start)
-        latency[w], rounds[w] = best, out.stats.rounds
+            with timed(cond.device, times):
+                out = sampler.sample(denoiser, cond, shape, noise=noise, window=w)
+        latency[w], rounds[w] = min(times), out.stats.rounds
     chosen = choose_window(latency)
     return {"window": chosen, "tie_margin": TIE_MARGIN, "candidates": windows, "latency_s": latency, "rounds": rounds,
             "call_cost_s": curve, "batch_size": shape[0]}

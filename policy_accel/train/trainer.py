@@ -9,9 +9,11 @@ shippable ``.safetensors``. ``<run_dir>/log.jsonl`` gets one JSON line per log e
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,14 +24,22 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from policy_accel.data.datasets import PushTDataset
+from policy_accel.device import resolve_device
+from policy_accel.data.metaworld_dataset import MetaWorldDataset
+from policy_accel.envs.metaworld.config import is_metaworld_obs, metaworld_tasks
 from policy_accel.policy.checkpoint import save_policy
 from policy_accel.policy.config import DiffusionPolicyConfig, UnetConfig
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
 from policy_accel.train.ema import make_ema
 
 
-def build_dataset(cfg: DictConfig) -> PushTDataset:
+def build_dataset(cfg: DictConfig) -> PushTDataset | MetaWorldDataset:
     d, p = cfg.dataset, cfg.policy
+    if is_metaworld_obs(cfg.env.obs_type):  # env=metaworld / metaworld_mt10: the record-demos zarr
+        return MetaWorldDataset(d.zarr_path, obs_type=cfg.env.obs_type, horizon=p.horizon,
+                                n_obs_steps=p.n_obs_steps, n_action_steps=p.n_action_steps, val_ratio=d.val_ratio,
+                                seed=d.seed, max_train_episodes=d.max_train_episodes,
+                                tasks=metaworld_tasks(cfg.env))
     return PushTDataset(d.zarr_path, obs_type=cfg.env.obs_type, horizon=p.horizon, n_obs_steps=p.n_obs_steps,
                         n_action_steps=p.n_action_steps, val_ratio=d.val_ratio, seed=d.seed,
                         max_train_episodes=d.max_train_episodes)
@@ -60,9 +70,17 @@ def validation_loss(policy: torch.nn.Module, dataset: PushTDataset, batch_size: 
     """Mean denoising loss on held-out episodes with fixed noise (comparable across steps)."""
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    losses = [float(policy.compute_loss(batch)) for batch in DataLoader(dataset, batch_size=batch_size)]
+    device = policy.device
+    losses = [float(policy.compute_loss(to_device(batch, device)))
+              for batch in DataLoader(dataset, batch_size=batch_size)]
     torch.random.set_rng_state(state)
     return sum(losses) / max(len(losses), 1)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A data-loader batch (nested dicts of tensors) on the training device."""
+    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
+            for k, v in batch.items()}
 
 
 def train(cfg: DictConfig) -> Path:
@@ -76,7 +94,8 @@ def train(cfg: DictConfig) -> Path:
 
     dataset = build_dataset(cfg)
     val_set = dataset.validation()
-    policy = build_policy(cfg, dataset)
+    device = resolve_device(OmegaConf.select(cfg, "device", default="auto"))
+    policy = build_policy(cfg, dataset).to(device)
     ema = make_ema(policy, power=t.ema_power, max_decay=t.ema_max_decay)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                   eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
@@ -84,14 +103,17 @@ def train(cfg: DictConfig) -> Path:
 
     step, state_path = 0, run_dir / "last.pt"
     if cfg.resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location=device, weights_only=False)
         policy.load_state_dict(state["policy"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
-        torch.random.set_rng_state(state["torch_rng"])
+        torch.random.set_rng_state(state["torch_rng"].cpu())
         step = int(state["step"])
         append_log(run_dir, {"event": "resume", "step": step})
+    elif OmegaConf.select(cfg, "init_from", default=None):
+        step = _init_from(str(cfg.init_from), policy, ema, lr_schedule)
+        append_log(run_dir, {"event": "init_from", "path": str(cfg.init_from), "step": step})
 
     export_path = run_dir / "policy_ema.safetensors"
     recipe = {"run_dir": str(run_dir), "config": OmegaConf.to_container(cfg, resolve=True)}
@@ -112,7 +134,7 @@ def train(cfg: DictConfig) -> Path:
     policy.train()
     with tqdm(total=t.num_steps, initial=step, desc="train", dynamic_ncols=True) as bar:
         while step < t.num_steps:
-            loss = policy.compute_loss(next(batches))
+            loss = policy.compute_loss(to_device(next(batches), device))
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"training loss became {loss_value} at step {step}")
@@ -140,6 +162,30 @@ def train(cfg: DictConfig) -> Path:
     return export_path
 
 
+def _init_from(path: str, policy: DiffusionPolicy, ema: Any, lr_schedule: Any) -> int:
+    """Start from an exported EMA checkpoint (a committed one, when ``runs/`` was lost): its weights become the
+    model and the EMA, and the step count (its ``train_steps``) continues the LR schedule; the optimiser's
+    moments start afresh."""
+    from policy_accel.model.checkpoint_io import CheckpointError, load_state_checked, read_checkpoint
+    from policy_accel.policy.checkpoint import FORMAT
+
+    tensors, _, meta = read_checkpoint(path, FORMAT)
+    device = policy.device
+    tensors = {k: v.to(device) for k, v in tensors.items()}
+    try:
+        load_state_checked(policy, tensors, f"init_from '{path}'")
+        load_state_checked(ema.module, tensors, f"init_from '{path}'")
+    except CheckpointError as exc:
+        raise ValueError(f"init_from '{path}' does not fit this run's policy: {exc}") from None
+    extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else meta
+    step = int(extra.get("train_steps", 0))  # save_policy's metadata: the recipe and steps of the export
+    with warnings.catch_warnings():  # stepping the schedule before any optimiser step is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(step):
+            lr_schedule.step()
+    return step
+
+
 def _previous_wall(run_dir: Path) -> float:
     """Wall time already spent by earlier runs of a resumed job (from the log)."""
     wall = 0.0
@@ -153,11 +199,15 @@ def _previous_wall(run_dir: Path) -> float:
 
 def _rollout_score(cfg: DictConfig, policy: DiffusionPolicy) -> dict[str, Any]:
     """Mean max reward of the EMA policy on a few test seeds (imported lazily: needs the env)."""
+    from policy_accel.eval.metaworld_rollout import evaluate_metaworld, is_metaworld_env
     from policy_accel.eval.rollout import evaluate_policy
 
     was_training = policy.training
     policy.eval()
-    result = evaluate_policy(policy, sampler=cfg.train.rollout_sampler, env_cfg=cfg.env,
+    if OmegaConf.select(cfg, "compile", default=False):  # a fresh compiled copy: compiled code bakes in weights
+        policy = copy.deepcopy(policy).compile(cfg.compile)
+    evaluate = evaluate_metaworld if is_metaworld_env(cfg.env) else evaluate_policy  # Meta-World: seeds per task
+    result = evaluate(policy, sampler=cfg.train.rollout_sampler, env_cfg=cfg.env,
                              seeds=list(range(cfg.train.rollout_seed_start,
                                               cfg.train.rollout_seed_start + cfg.train.rollout_n_seeds)),
                              progress=False)
