@@ -12,7 +12,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("policy_accel.cli.train_cmd", "train a Diffusion Policy teacher (configs/train.yaml)"),
-    "eval": ("policy_accel.cli.eval_cmd", "roll out a checkpoint + sampler on seeded PushT episodes (configs/eval.yaml)"),
+    "eval": ("policy_accel.cli.eval_cmd", "roll out a checkpoint + sampler on seeded PushT or Meta-World episodes (configs/eval.yaml)"),
     "distill": ("policy_accel.cli.distill_cmd", "progressive distillation into few-step students (configs/distill/)"),
     "bench": ("policy_accel.cli.bench_cmd", "latency/reward benchmark of every sampler (configs/bench.yaml)"),
     "profile": ("policy_accel.cli.profile_cmd", "where a chunk's time goes per sampler (configs/profile.yaml)"),

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from policy_accel.envs.metaworld.config import is_metaworld_obs, metaworld_tasks
 from policy_accel.envs.metaworld.tasks import MAX_EPISODE_STEPS, MT10_TASKS, OBS_TYPES
 from policy_accel.eval.report import machine_info
-from policy_accel.eval.rollout import _percentiles_ms, _spec_json, _summarise_stats, _timed_call, _Timing
+from policy_accel.eval.rollout import (_percentiles_ms, _spec_json, _summarise_stats, _timed_call, _Timing,
+                                      apply_policy_options)
 
 METAWORLD_ENV_ID = "policy_accel/MetaWorld-v0"
 
@@ -160,11 +161,7 @@ def evaluate_metaworld(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
 
-    previous_sampler, previous_warm_start = policy.sampler, policy.warm_start
-    if sampler is not None:
-        policy.set_sampler(sampler)
-    if warm_start is not None:
-        policy.warm_start = bool(warm_start)
+    restore = apply_policy_options(policy, sampler, warm_start)
     warm_started = bool(policy.warm_start)
     name = str(getattr(policy.sampler, "name", sampler))
     timing, episodes, warmed = _Timing(), [], set()
@@ -176,9 +173,7 @@ def evaluate_metaworld(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[
                 episodes += _run_batch(policy, batch, obs_type, max_steps, timing, len(batch) not in warmed, pbar)
                 warmed.add(len(batch))
     finally:
-        policy.set_sampler(previous_sampler)
-        policy.warm_start = previous_warm_start
-        policy.reset()
+        restore()
     wall_s = time.perf_counter() - wall_start
 
     rewards = np.array([e["max_reward"] for e in episodes])

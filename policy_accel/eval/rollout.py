@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -75,6 +75,23 @@ def _make_envs(env_id: str, obs_type: str, n: int, max_steps: int, **env_kwargs:
     # NEXT_STEP autoreset (gymnasium's default, named explicitly): a finished sub-env is
     # reset on the following step; its results from then on are masked out below.
     return gym.vector.SyncVectorEnv([make] * n, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+
+
+def apply_policy_options(policy: Any, sampler: Any, warm_start: bool | None) -> Callable[[], None]:
+    """Set an evaluation's sampler and warm start on ``policy`` (``None``: keep the policy's own); returns
+    the function that puts the previous ones back and resets the queues (call it in a ``finally``)."""
+    previous_sampler, previous_warm_start = policy.sampler, policy.warm_start
+    if sampler is not None:
+        policy.set_sampler(sampler)
+    if warm_start is not None:
+        policy.warm_start = bool(warm_start)
+
+    def restore() -> None:
+        policy.set_sampler(previous_sampler)
+        policy.warm_start = previous_warm_start
+        policy.reset()
+
+    return restore
 
 
 def _timed_call(policy: Any, obs: np.ndarray, timing: _Timing) -> np.ndarray:
@@ -212,11 +229,7 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
     if n_video and video_dir is None:
         raise ValueError("record_video_episodes > 0 needs a video_dir")
 
-    previous_sampler, previous_warm_start = policy.sampler, policy.warm_start
-    if sampler is not None:
-        policy.set_sampler(sampler)
-    if warm_start is not None:
-        policy.warm_start = bool(warm_start)
+    restore = apply_policy_options(policy, sampler, warm_start)
     warm_started = bool(policy.warm_start)
     name = str(getattr(policy.sampler, "name", sampler))
     timing = _Timing()
@@ -241,9 +254,7 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
                 episodes += batch_episodes
                 recorded += [a for a, keep in zip(actions, record) if keep]
     finally:
-        policy.set_sampler(previous_sampler)
-        policy.warm_start = previous_warm_start
-        policy.reset()
+        restore()
     wall_s = time.perf_counter() - wall_start
 
     videos = [str(_save_video(env_id, obs_type, render_size, max_steps, episodes[i], recorded[i],
