@@ -22,8 +22,7 @@ from tqdm.auto import tqdm
 from policy_accel.envs.metaworld.config import is_metaworld_obs, metaworld_tasks
 from policy_accel.envs.metaworld.tasks import MAX_EPISODE_STEPS, MT10_TASKS, OBS_TYPES
 from policy_accel.eval.report import machine_info
-from policy_accel.eval.rollout import (_percentiles_ms, _spec_json, _summarise_stats, _timed_call, _Timing,
-                                      apply_policy_options)
+from policy_accel.eval.rollout import _timed_call, _Timing, apply_policy_options, episode_summary, timing_summary
 
 METAWORLD_ENV_ID = "policy_accel/MetaWorld-v0"
 
@@ -176,26 +175,12 @@ def evaluate_metaworld(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[
         restore()
     wall_s = time.perf_counter() - wall_start
 
-    rewards = np.array([e["max_reward"] for e in episodes])
-    n = len(rewards)
-    std = float(rewards.std(ddof=1)) if n > 1 else None
-    n_calls = len(timing.chunk_s) + len(timing.pop_s)
-    policy_s = float(sum(timing.chunk_s) + sum(timing.pop_s))
     result = {
-        "sampler": name, "sampler_spec": _spec_json(sampler if sampler is not None else name),
-        "warm_start": warm_started, "env_id": METAWORLD_ENV_ID, "obs_type": obs_type, "max_steps": max_steps,
-        "seeds": seeds, "n_episodes": n,
-        "mean_max_reward": float(rewards.mean()), "std_max_reward": std,
-        "ci95": 1.96 * std / math.sqrt(n) if std is not None else None,
-        "episode_length_mean": float(np.mean([e["length"] for e in episodes])),
-        "episodes": episodes,
-        "latency_ms": _percentiles_ms(timing.chunk_s),
-        "chunk_latencies_ms": [1e3 * s for s in timing.chunk_s],
-        "pop_latency_ms": {k: v for k, v in _percentiles_ms(timing.pop_s).items() if k in ("p50", "mean")},
-        "per_action_ms": 1e3 * policy_s / n_calls if n_calls else None,
-        **_summarise_stats(timing.stats),
-        "batch_size": n_envs, "batch_sizes": sorted(warmed), "n_policy_calls": n_calls,
-        "policy_time_s": policy_s, "wall_time_s": wall_s, "videos": [], "machine": machine_info(),
+        **episode_summary(episodes, name, sampler, warm_started),
+        "env_id": METAWORLD_ENV_ID, "obs_type": obs_type, "max_steps": max_steps, "seeds": seeds,
+        **timing_summary(timing),
+        "batch_size": n_envs, "batch_sizes": sorted(warmed), "wall_time_s": wall_s, "videos": [],
+        "machine": machine_info(),
     }
     return add_task_breakdown(result)
 

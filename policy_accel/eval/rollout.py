@@ -260,27 +260,47 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
     videos = [str(_save_video(env_id, obs_type, render_size, max_steps, episodes[i], recorded[i],
                               Path(video_dir) / f"episode{i:03d}_seed{episodes[i]['seed']}.gif"))
               for i in range(n_video)]
-    rewards = np.array([e["max_reward"] for e in episodes])
-    n = len(rewards)
-    std = float(rewards.std(ddof=1)) if n > 1 else None
-    n_calls = len(timing.chunk_s) + len(timing.pop_s)
-    policy_s = float(sum(timing.chunk_s) + sum(timing.pop_s))
     return {
-        "sampler": name,
-        "sampler_spec": _spec_json(sampler if sampler is not None else name),
-        "warm_start": warm_started,
+        **episode_summary(episodes, name, sampler, warm_started),
         "env_id": env_id,
         "obs_type": obs_type,
         "max_steps": max_steps,
         "seeds": seeds,
+        "success_rate": float(np.mean([e["success"] for e in episodes])),
+        **timing_summary(timing),
+        "batch_size": n_envs,
+        "batch_sizes": sorted(warmed),
+        "wall_time_s": wall_s,
+        "videos": videos,
+        "machine": machine_info(),
+    }
+
+
+def episode_summary(episodes: Sequence[Mapping[str, Any]], name: str, sampler: Any,
+                    warm_started: bool) -> dict[str, Any]:
+    """Reward statistics of an evaluation's episodes, with the sampler that produced them."""
+    rewards = np.array([e["max_reward"] for e in episodes])
+    n = len(rewards)
+    std = float(rewards.std(ddof=1)) if n > 1 else None
+    return {
+        "sampler": name,
+        "sampler_spec": _spec_json(sampler if sampler is not None else name),
+        "warm_start": warm_started,
         "n_episodes": n,
         "mean_max_reward": float(rewards.mean()),
         "std_max_reward": std,
         # Normal approximation to the 95% CI of the mean (1.96 * sample std / sqrt(n)); None for n = 1.
         "ci95": 1.96 * std / math.sqrt(n) if std is not None else None,
-        "success_rate": float(np.mean([e["success"] for e in episodes])),
         "episode_length_mean": float(np.mean([e["length"] for e in episodes])),
-        "episodes": episodes,
+        "episodes": list(episodes),
+    }
+
+
+def timing_summary(timing: _Timing) -> dict[str, Any]:
+    """Chunk and per-action latency of an evaluation, and what the samplers spent."""
+    n_calls = len(timing.chunk_s) + len(timing.pop_s)
+    policy_s = float(sum(timing.chunk_s) + sum(timing.pop_s))
+    return {
         "latency_ms": _percentiles_ms(timing.chunk_s),
         # Raw per-chunk latencies, so results over several calls can be pooled exactly (bench).
         "chunk_latencies_ms": [1e3 * s for s in timing.chunk_s],
@@ -288,11 +308,6 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
         # Policy time per batched control step: what one env waits per action, on average.
         "per_action_ms": 1e3 * policy_s / n_calls if n_calls else None,
         **_summarise_stats(timing.stats),
-        "batch_size": n_envs,
-        "batch_sizes": sorted(warmed),
         "n_policy_calls": n_calls,
         "policy_time_s": policy_s,
-        "wall_time_s": wall_s,
-        "videos": videos,
-        "machine": machine_info(),
     }
