@@ -107,6 +107,30 @@ def test_user_paths_on_the_command_line_stay_relative_to_the_working_directory(t
     assert load_config("eval", ["checkpoint=mine.safetensors"]).checkpoint == "mine.safetensors"
 
 
+
+@pytest.mark.parametrize("command", ["eval", "bench", "distill"])
+def test_each_env_brings_its_shipped_checkpoints_and_the_user_overrides_them(command):
+    key = "teacher" if command == "distill" else "checkpoint"
+    for env, prefix in [("pusht_keypoints", "pusht_keypoints"), ("metaworld_mt10", "metaworld_mt10")]:
+        cfg = load_config(command, [f"env={env}"])
+        assert Path(cfg[key]) == REPO / "checkpoints" / f"{prefix}_teacher.safetensors"
+        assert Path(cfg[key]).is_file()
+    assert load_config(command, ["env=metaworld_mt10", f"{key}=mine.safetensors"])[key] == "mine.safetensors"
+
+
+def test_the_metaworld_bench_rows_are_its_own_shipped_students():
+    cfg = load_config("bench", ["env=metaworld_mt10"])
+    students = [Path(s["checkpoint"]) for s in cfg.samplers if s["name"] == "student"]
+    assert students and all(p.is_file() and p.name.startswith("metaworld_mt10_student_") for p in students)
+    assert cfg.samplers[0] == {"name": "ddpm", "num_steps": 100}  # the baseline row
+    assert load_config("bench", []).n_seeds == 20  # PushT's own settings are untouched by Meta-World's
+
+
+def test_an_env_without_a_shipped_checkpoint_asks_for_one_by_name():
+    with pytest.raises(SystemExit, match="no value for checkpoint.*checkpoint=PATH"):
+        load_config("eval", ["env=pusht_image"])
+    assert load_config("eval", ["env=pusht_image", "checkpoint=mine.ckpt"]).checkpoint == "mine.ckpt"
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_every_command_answers_help(command, flag, capsys):

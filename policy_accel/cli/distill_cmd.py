@@ -1,4 +1,4 @@
-"""``policy-accel distill [key=value ...]``: progressive distillation, see configs/distill/."""
+"""``policy-accel distill [key=value ...]``: progressive distillation, see configs/distill.yaml and configs/per_env/distill/."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from policy_accel.cli.hydra_config import load_config
 from policy_accel.cli.options import (check_options, compile_option, device_option, non_negative_int, place_policy,
                                      positive_int, prepare_output_dir, target_device, threads)
 
-CONFIG_NAME = "distill/pusht_keypoints"
+CONFIG_NAME = "distill"
 
 
 def run(args: list[str]) -> None:

@@ -52,7 +52,9 @@ def _groups(directory: Path, cfg_path: Path) -> list[tuple[str, str, list[str]]]
     for entry in raw.get("defaults", []) or []:
         if isinstance(entry, str) or not OmegaConf.is_dict(entry):
             continue
-        for group, choice in entry.items():
+        for group, choice in entry.items_ex(resolve=False):
+            if str(group).startswith("optional "):  # per-env defaults follow the env choice; not a choice of their own
+                continue
             group = str(group).lstrip("/")
             folder = directory / group
             if folder.is_dir():

@@ -73,5 +73,13 @@ def load_config(name: str, overrides: list[str]) -> DictConfig:
         OmegaConf.resolve(cfg)  # ${project:...} and interpolations: errors here, not mid-run
     except (HydraException, OmegaConfBaseException) as exc:
         raise SystemExit(f"policy-accel: bad config for '{name}': {exc}") from None
+    if missing := sorted(OmegaConf.missing_keys(cfg)):
+        env = OmegaConf.select(cfg, "env.id", default=None)
+        if env is not None and OmegaConf.select(cfg, "env.obs_type", default=None):
+            env = f"{env}, obs_type {cfg.env.obs_type}"
+        raise SystemExit(f"policy-accel: bad config for '{name}': no value for {', '.join(missing)}; "
+                         + (f"policy-accel ships no default for this env ({env}), so give it on the command line, "
+                            if env else "give it on the command line, ")
+                         + f"e.g. {missing[0]}=PATH (see `policy-accel {name.split('/')[0]} --help`)")
     OmegaConf.set_struct(cfg, True)
     return cfg

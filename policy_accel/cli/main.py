@@ -13,7 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("policy_accel.cli.train_cmd", "train a Diffusion Policy teacher (configs/train.yaml)"),
     "eval": ("policy_accel.cli.eval_cmd", "roll out a checkpoint + sampler on seeded PushT or Meta-World episodes (configs/eval.yaml)"),
-    "distill": ("policy_accel.cli.distill_cmd", "progressive distillation into few-step students (configs/distill/)"),
+    "distill": ("policy_accel.cli.distill_cmd", "progressive distillation into few-step students (configs/distill.yaml, configs/per_env/distill/)"),
     "bench": ("policy_accel.cli.bench_cmd", "latency/reward benchmark of every sampler (configs/bench.yaml)"),
     "profile": ("policy_accel.cli.profile_cmd", "where a chunk's time goes per sampler (configs/profile.yaml)"),
     "latency": ("policy_accel.cli.latency_cmd", "chunk latency beside a competing CPU process, per torch thread count"),
