@@ -206,3 +206,15 @@ def test_paired_difference_pairs_by_seed() -> None:
     assert len(comparisons) == 1 and "zz" in notes[0]["reason"]
     with pytest.raises(BenchSpecError, match="pair"):
         compare_pairs([a, b], [["a"]])
+
+
+def test_paired_difference_pairs_metaworld_episodes_by_task_and_seed() -> None:
+    """On Meta-World one seed is one episode per task: seed 7 on reach is not seed 7 on push."""
+    def result(label: str, rewards: dict[tuple[str, int], float]) -> dict:
+        return {"label": label, "latency_ms": {"p50": 1.0},
+                "episodes": [{"task": t, "seed": s, "max_reward": r, "success": r > 5} for (t, s), r in rewards.items()]}
+
+    a = result("a", {("reach", 7): 10.0, ("push", 7): 1.0, ("reach", 8): 9.0})
+    b = result("b", {("push", 7): 1.0, ("reach", 8): 9.0, ("reach", 7): 10.0})  # same starts, other order
+    c = paired_difference(a, b)
+    assert c["n_seeds"] == 3 and c["mean_diff"] == 0.0 and c["ties"] == 3 and c["success_diff"] == 0.0

@@ -289,3 +289,18 @@ def test_cli_distill_a_metaworld_teacher(demos, tmp_path):
     with pytest.raises(SystemExit, match="teacher .*is a PushT policy"):
         main(["distill", "env=metaworld_mt10", f"teacher={pusht_teacher}", f"dataset.zarr_path={demos}",
               f"run_dir={tmp_path / 'x'}"])
+
+
+# ------------------------------------------------------------------ the shipped MT10 models
+def test_shipped_teacher_and_student_solve_reach_through_the_default_bench(tmp_path):
+    """`policy-accel bench env=metaworld_mt10` on a fresh install: the env's own teacher and students
+    (no checkpoint= or samplers= needed), here trimmed to one task, one seed and two rows."""
+    out = tmp_path / "bench"
+    main(["bench", "env=metaworld_mt10", "env.tasks=[reach]", "n_seeds=1", "max_steps=150", "threads=1",
+          "samplers=[{name: ddim, num_steps: 10}, {name: student, checkpoint: "
+          "'${project:checkpoints/metaworld_mt10_student_4step.safetensors}'}]",
+          "compare=null", f"output_dir={out}"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["checkpoint"].endswith("metaworld_mt10_teacher.safetensors")
+    assert [r["label"] for r in report["results"]] == ["ddim-10", "student-4"]
+    assert all(r["per_task"]["reach"]["success_rate"] == 1.0 for r in report["results"])

@@ -187,14 +187,20 @@ def _paired_mean_ci(diffs: np.ndarray) -> tuple[float, float | None]:
     return float(diffs.mean()), ci
 
 
+def _episode_key(episode: Mapping[str, Any]) -> tuple[Any, int]:
+    """What makes two episodes the same start: the seed, and on Meta-World the task (a seed is one
+    episode per task there)."""
+    return episode.get("task"), int(episode["seed"])
+
+
 def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     """Reward (and success rate) of ``a`` minus ``b``, paired by seed: the honest test of "a beats b".
 
-    Both ran the same initial states, so the per-seed differences cancel how hard each
-    start is; their CI95 is much tighter than comparing the two means' own CIs.
+    Both ran the same initial states (seed, and task on Meta-World), so the per-start differences
+    cancel how hard each start is; their CI95 is much tighter than comparing the two means' own CIs.
     """
-    episodes_b = {e["seed"]: e for e in b["episodes"]}
-    pairs = [(e, episodes_b[e["seed"]]) for e in a["episodes"] if e["seed"] in episodes_b]
+    episodes_b = {_episode_key(e): e for e in b["episodes"]}
+    pairs = [(e, episodes_b[_episode_key(e)]) for e in a["episodes"] if _episode_key(e) in episodes_b]
     if not pairs:
         raise ValueError(f"{a.get('label')} and {b.get('label')} share no seeds")
     diffs = np.array([ea["max_reward"] - eb["max_reward"] for ea, eb in pairs])
@@ -360,6 +366,9 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
     """``report.md``: the table, what the columns mean, calibrations, skips, machine, command."""
     seeds = list(report.get("seeds", []))
     calibrations = [line for r in report["results"] if (line := _calibration_line(r))]
+    metaworld = any("per_task" in r for r in report["results"])
+    reward_note = ("" if metaworld else "Mean max reward is Diffusion Policy's coverage score with a "
+                   "normal-approximation CI95 (1.96 · std / √n). ")
     lines = [
         "# Sampler benchmark",
         "",
@@ -369,12 +378,11 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
            "Success is the mean over tasks of each task's success rate; its CI95 is the normal approximation "
            "(1.96 · sqrt(Σ p(1-p)/n) / tasks). One seed is one episode per task. Mean max reward above is "
            "Meta-World's dense reward (0-10).", ""]
-          if any("per_task" in r for r in report["results"]) else []),
+          if metaworld else []),
         f"Baseline: {report.get('baseline')}. Speed-up (latency) is the baseline's chunk-latency p50 "
         "over the sampler's on this machine; speed-up (rounds) is the ratio of sequential network "
         "calls per chunk, the latency ratio on an accelerator wide enough for a whole Picard window. "
-        "Mean max reward is Diffusion Policy's coverage score with a normal-approximation CI95 "
-        "(1.96 · std / √n). Samplers ran interleaved on the same seed batches, order rotated per batch.",
+        f"{reward_note}Samplers ran interleaved on the same seed batches, order rotated per batch.",
         "",
         f"- checkpoint: {report.get('checkpoint')}",
         f"- seeds: {seeds[0]} … {seeds[-1]} ({len(seeds)} seeds), {report.get('n_envs')} envs per batch, "
@@ -391,7 +399,7 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "## Skipped", ""]
         lines += [f"- {note.get('spec', note.get('pair'))}: {note['reason']}" for note in report["skipped"]]
     lines += ["", "## Machine", "", *[f"- {k}: {v}" for k, v in (report.get("machine") or {}).items()]]
-    lines += [f"- device {k}: {v}" for k, v in (report.get("device") or {}).items() if k != "torch"]
+    lines += [f"- device: {v}" if k == "device" else f"- device {k}: {v}" for k, v in (report.get("device") or {}).items() if k != "torch"]
     if report.get("command"):
         lines += ["", "## Command", "", f"    {report['command']}"]
     return "\n".join(lines) + "\n"

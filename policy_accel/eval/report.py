@@ -88,7 +88,8 @@ def _markdown_report(result: Mapping[str, Any]) -> str:
         markdown_table([result]),
         "",
         *_per_task_lines(result),
-        "Mean max reward is Diffusion Policy's coverage score; CI95 is the normal approximation "
+        ("Mean max reward is Meta-World's dense reward (0-10)" if result.get("per_task")
+         else "Mean max reward is Diffusion Policy's coverage score") + "; CI95 is the normal approximation "
         "(1.96 · std / √n). Chunk latency is one batched policy call that planned a new chunk; "
         "per-action ms is total policy time divided by batched control steps.",
         "",
