@@ -11,7 +11,7 @@ an encoder is ``features = enc({key: (N, *shape)} normalised) -> (N, obs_dim)``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from torch import nn
 
@@ -43,19 +43,27 @@ def _transformer(config: "DiffusionPolicyConfig") -> nn.Module:
                                    **asdict(config.transformer))
 
 
+def build_checked_encoder(config: "DiffusionPolicyConfig", encoder_cls: Callable[..., nn.Module],
+                          options: Iterable[str], family: str) -> nn.Module:
+    """``encoder_cls(obs_shapes, **options)`` from ``config.obs_encoder``, refusing options it does not know
+    by name and a feature size that is not the network's ``obs_dim`` (a saved file that does not fit fails here,
+    not inside the first forward pass)."""
+    spec = dict(config.obs_encoder or {})
+    spec.pop("type", None)
+    if unknown := sorted(set(spec) - set(options)):
+        raise ValueError(f"unknown {family} encoder options {unknown}")
+    encoder = encoder_cls(config.obs_shapes or {}, **spec)
+    if encoder.feature_dim != config.obs_dim:
+        raise ValueError(f"{family} observation encoder gives {encoder.feature_dim} features per frame but obs_dim "
+                         f"is {config.obs_dim}")
+    return encoder
+
+
 def _robomimic(config: "DiffusionPolicyConfig") -> nn.Module:
     from policy_accel.model.robomimic_encoder import RobomimicObsEncoder
 
-    spec = dict(config.obs_encoder or {})
-    spec.pop("type")
-    unknown = sorted(set(spec) - {"crop_shape", "num_kp", "feature_dim", "group_norm"})
-    if unknown:
-        raise ValueError(f"unknown robomimic encoder options {unknown}")
-    encoder = RobomimicObsEncoder(config.obs_shapes or {}, **spec)
-    if encoder.feature_dim != config.obs_dim:
-        raise ValueError(f"observation encoder gives {encoder.feature_dim} features per frame but obs_dim is "
-                         f"{config.obs_dim}")
-    return encoder
+    return build_checked_encoder(config, RobomimicObsEncoder, ("crop_shape", "num_kp", "feature_dim", "group_norm"),
+                                 "robomimic")
 
 
 NETWORK_BUILDERS: dict[str, NetworkBuilder] = {"unet": _unet, "transformer": _transformer}

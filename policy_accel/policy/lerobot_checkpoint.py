@@ -34,7 +34,7 @@ from policy_accel.data.lerobot_normalizer import (DEFAULT_EPS, MODE_STATS, NORM_
                                                   stats_shape)
 from policy_accel.data.normalizer import AffineFieldNormalizer, Normalizer
 from policy_accel.model.checkpoint_io import CheckpointError, load_state_checked
-from policy_accel.policy.components import register_obs_encoder
+from policy_accel.policy.components import build_checked_encoder, register_obs_encoder
 from policy_accel.policy.config import DiffusionPolicyConfig, UnetConfig
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
 
@@ -391,16 +391,7 @@ def map_weights(tensors: Mapping[str, torch.Tensor], source: str) -> dict[str, t
 def _build_encoder(config: DiffusionPolicyConfig) -> torch.nn.Module:
     from policy_accel.model.lerobot_rgb_encoder import ENCODER_OPTIONS, LeRobotObsEncoder
 
-    spec = dict(config.obs_encoder or {})
-    spec.pop("type", None)
-    unknown = sorted(set(spec) - set(ENCODER_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown LeRobot encoder options {unknown}")
-    encoder = LeRobotObsEncoder(config.obs_shapes or {}, **spec)
-    if encoder.feature_dim != config.obs_dim:
-        raise ValueError(f"LeRobot encoder gives {encoder.feature_dim} features per frame, config obs_dim is "
-                         f"{config.obs_dim}")
-    return encoder
+    return build_checked_encoder(config, LeRobotObsEncoder, ENCODER_OPTIONS, "LeRobot")
 
 
 register_obs_encoder(ENCODER_TYPE, _build_encoder)
