@@ -43,7 +43,26 @@ def lowdim_obs(buffer_data: dict[str, np.ndarray], obs_type: str) -> np.ndarray:
     raise ValueError(f"'{obs_type}' is not a low-dimensional observation type")
 
 
-class PushTDataset(Dataset):
+class WindowDataset(Dataset):
+    """What every demo dataset shares: training windows cut by a :class:`SequenceSampler` from flat
+    ``_fields`` (``"obs"`` and ``"action"`` arrays), so sizes and length are read in one place."""
+
+    _fields: dict[str, np.ndarray]
+    _sampler: SequenceSampler
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self._fields["obs"].shape[-1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self._fields["action"].shape[-1])
+
+    def __len__(self) -> int:
+        return len(self._sampler)
+
+
+class PushTDataset(WindowDataset):
     """Windows of ``horizon`` steps from the PushT replay buffer (train or validation split)."""
 
     def __init__(self, zarr_path: str | Path | None = None, obs_type: ObsType = "keypoints",
@@ -99,14 +118,7 @@ class PushTDataset(Dataset):
     def obs_dim(self) -> int:
         if self.obs_type == "pixels_agent_pos":
             return 2
-        return int(self._fields["obs"].shape[-1])
-
-    @property
-    def action_dim(self) -> int:
-        return int(self._fields["action"].shape[-1])
-
-    def __len__(self) -> int:
-        return len(self._sampler)
+        return super().obs_dim
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
         window = self._sampler.sample_sequence(index)

@@ -14,8 +14,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from policy_accel.data.datasets import WindowDataset
 from policy_accel.data.normalizer import Normalizer
 from policy_accel.data.replay_buffer import ReplayBuffer, ReplayBufferError
 from policy_accel.data.sequence_sampler import SequenceSampler, split_episodes
@@ -40,7 +40,7 @@ def metaworld_obs(state: np.ndarray, task_id: np.ndarray | None, obs_type: str, 
     return np.concatenate([state, np.eye(N_TASKS, dtype=np.float32)[task_id]], axis=-1)
 
 
-class MetaWorldDataset(Dataset):
+class MetaWorldDataset(WindowDataset):
     """Windows of ``horizon`` steps from a Meta-World demo buffer (train or validation split).
 
     ``tasks`` keeps only those tasks' episodes (``None``: all). A buffer with several tasks and
@@ -114,17 +114,6 @@ class MetaWorldDataset(Dataset):
         """Min/max over every step of the selected tasks' episodes (as Diffusion Policy fits on all data)."""
         steps = np.repeat(self._fit_mask, self.buffer.episode_lengths)
         return Normalizer.fit({"obs": self._fields["obs"][steps], "action": self._fields["action"][steps]})
-
-    @property
-    def obs_dim(self) -> int:
-        return int(self._fields["obs"].shape[-1])
-
-    @property
-    def action_dim(self) -> int:
-        return int(self._fields["action"].shape[-1])
-
-    def __len__(self) -> int:
-        return len(self._sampler)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         window = self._sampler.sample_sequence(index)
