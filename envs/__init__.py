@@ -23,7 +23,8 @@ if PUSHT_ID not in gym.registry:
 _MW_ENTRY = "policy_accel.envs.metaworld.metaworld_env:MetaWorldEnv"
 for _task, _id in [(None, METAWORLD_ID)] + [(t, metaworld_env_id(t)) for t in MT10_TASKS]:
     if _id not in gym.registry:
-        gym.register(id=_id, entry_point=_MW_ENTRY, max_episode_steps=_MW_MAX_STEPS,
-                     kwargs={"task": _task} if _task else {})
+        gym.register(
+            id=_id, entry_point=_MW_ENTRY, max_episode_steps=_MW_MAX_STEPS, kwargs={"task": _task} if _task else {}
+        )
 
 __all__ = ["METAWORLD_ID", "MT10_TASKS", "PUSHT_ID", "PushTEnv", "metaworld_env_id"]

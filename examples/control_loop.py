@@ -37,8 +37,12 @@ def main() -> None:
     parser.add_argument("--deadline-ms", type=float, default=None, help="Picard time budget per chunk")
     parser.add_argument("--student", default=None, help="student checkpoint, with --sampler student")
     parser.add_argument("--warm-start", action="store_true")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads while planning; 1 keeps latency steady beside other processes")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads while planning; 1 keeps latency steady beside other processes",
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=100000)
     parser.add_argument("--hz", type=float, default=10.0)
@@ -54,8 +58,9 @@ def main() -> None:
         options["deadline_s"] = args.deadline_ms / 1000
     if args.student is not None:
         options["checkpoint"] = args.student
-    policy = policy_accel.load(args.checkpoint, sampler=args.sampler, warm_start=args.warm_start,
-                               threads=args.threads, **options)
+    policy = policy_accel.load(
+        args.checkpoint, sampler=args.sampler, warm_start=args.warm_start, threads=args.threads, **options
+    )
     policy.warmup()  # calibrate (or reuse) the Picard window and warm the kernels before the first tick
     env = gym.make("policy_accel/PushT-v0", obs_type=policy.config.obs_type, max_episode_steps=300)
 
@@ -92,14 +97,18 @@ def main() -> None:
             time.sleep(max(0.0, next_tick - time.perf_counter()))
         if (tick + 1) % 100 == 0:
             recent = np.array(latencies[-100:]) * 1000
-            print(f"tick {tick + 1}: per-action latency p50 {np.percentile(recent, 50):.1f} ms, "
-                  f"max {recent.max():.1f} ms, overruns {overruns}, deadline hits {deadline_hits}/{chunks}, "
-                  f"rss {rss_mb():.1f} MB")
+            print(
+                f"tick {tick + 1}: per-action latency p50 {np.percentile(recent, 50):.1f} ms, "
+                f"max {recent.max():.1f} ms, overruns {overruns}, deadline hits {deadline_hits}/{chunks}, "
+                f"rss {rss_mb():.1f} MB"
+            )
     ms = np.array(latencies) * 1000
-    print(f"\n{args.steps} ticks at {args.hz:g} Hz with {policy.sampler.name}: per-action latency "
-          f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, max {ms.max():.2f} ms; "
-          f"ticks over the {period * 1000:.0f} ms period: {overruns}; chunks {chunks}, deadline hits {deadline_hits}; "
-          f"rss {start_rss:.1f} -> {rss_mb():.1f} MB")
+    print(
+        f"\n{args.steps} ticks at {args.hz:g} Hz with {policy.sampler.name}: per-action latency "
+        f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, max {ms.max():.2f} ms; "
+        f"ticks over the {period * 1000:.0f} ms period: {overruns}; chunks {chunks}, deadline hits {deadline_hits}; "
+        f"rss {start_rss:.1f} -> {rss_mb():.1f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 
 from policy_accel.data.normalizer import AffineFieldNormalizer, Normalizer
-from policy_accel.policy.config import DiffusionPolicyConfig, UnetConfig
+from policy_accel.formats.diffusion_policy.writer import dp_cfg, write_dp_checkpoint
+from policy_accel.model.config import DiffusionPolicyConfig, UnetConfig
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
-from policy_accel.policy.dp_writer import dp_cfg, write_dp_checkpoint
 
-PUBLISHED_UNET = UnetConfig(down_dims=(256, 512, 1024), kernel_size=5, n_groups=8, diffusion_step_embed_dim=256,
-                            cond_predict_scale=True)
+PUBLISHED_UNET = UnetConfig(
+    down_dims=(256, 512, 1024), kernel_size=5, n_groups=8, diffusion_step_embed_dim=256, cond_predict_scale=True
+)
 PUSHT = dict(action_dim=2, horizon=16, n_obs_steps=2, n_action_steps=8)
 
 
@@ -37,10 +38,19 @@ def lowdim_cnn() -> DiffusionPolicy:
 
 def hybrid_image_cnn() -> DiffusionPolicy:
     obs_shapes = {"image": {"shape": [3, 96, 96], "type": "rgb"}, "agent_pos": {"shape": [2], "type": "low_dim"}}
-    config = DiffusionPolicyConfig(obs_type="pixels_agent_pos", obs_dim=66, unet=PUBLISHED_UNET, obs_shapes=obs_shapes,
-                                   obs_encoder={"type": "robomimic", "crop_shape": [84, 84], "num_kp": 32,
-                                                "feature_dim": 64, "group_norm": True}, **PUSHT)
-    fields = {"action": _affine(2, 2 / 512, -1.0), "image": _affine(1, 2.0, -1.0), "agent_pos": _affine(2, 2 / 512, -1.0)}
+    config = DiffusionPolicyConfig(
+        obs_type="pixels_agent_pos",
+        obs_dim=66,
+        unet=PUBLISHED_UNET,
+        obs_shapes=obs_shapes,
+        obs_encoder={"type": "robomimic", "crop_shape": [84, 84], "num_kp": 32, "feature_dim": 64, "group_norm": True},
+        **PUSHT,
+    )
+    fields = {
+        "action": _affine(2, 2 / 512, -1.0),
+        "image": _affine(1, 2.0, -1.0),
+        "agent_pos": _affine(2, 2 / 512, -1.0),
+    }
     return DiffusionPolicy(config, Normalizer(fields))
 
 
@@ -48,12 +58,14 @@ def main(out_dir: str) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    for name, build, kind, task in (("lowdim_cnn_published", lowdim_cnn, "DiffusionUnetLowdimPolicy", "pusht_lowdim"),
-                                    ("hybrid_image_cnn_published", hybrid_image_cnn, "DiffusionUnetHybridImagePolicy",
-                                     "pusht_image")):
+    for name, build, kind, task in (
+        ("lowdim_cnn_published", lowdim_cnn, "DiffusionUnetLowdimPolicy", "pusht_lowdim"),
+        ("hybrid_image_cnn_published", hybrid_image_cnn, "DiffusionUnetHybridImagePolicy", "pusht_image"),
+    ):
         policy = build().eval()
-        path = write_dp_checkpoint(out / f"{name}.ckpt", policy, kind,
-                                   cfg=dp_cfg(policy, kind, use_ema=False, task=task), use_ema=False)
+        path = write_dp_checkpoint(
+            out / f"{name}.ckpt", policy, kind, cfg=dp_cfg(policy, kind, use_ema=False, task=task), use_ema=False
+        )
         params = sum(p.numel() for p in policy.parameters())
         print(f"{path}: {kind}, {params / 1e6:.1f}M parameters")
 

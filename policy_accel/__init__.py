@@ -22,8 +22,15 @@ __version__ = "0.1.0"
 from policy_accel import envs as _envs  # noqa: E402,F401  (registers the gymnasium ids, e.g. policy_accel/PushT-v0)
 
 
-def load(path: str | Path, sampler: Any = None, warm_start: bool = False, threads: int | None = None,
-         device: str = "auto", compile: bool | str = False, **sampler_options: Any) -> "DiffusionPolicy":
+def load(
+    path: str | Path,
+    sampler: Any = None,
+    warm_start: bool = False,
+    threads: int | None = None,
+    device: str = "auto",
+    compile: bool | str = False,
+    **sampler_options: Any,
+) -> DiffusionPolicy:
     """Load a checkpoint (the project's safetensors, a Diffusion Policy ``.ckpt`` or a LeRobot
     ``pretrained_model/`` folder; the format is detected) with a sampler chosen by name (``"ddpm"``,
     ``"ddim-10"``, ``"picard"``, ``"paraddim-16"``, ``"student"``...) and its options

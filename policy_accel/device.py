@@ -28,21 +28,26 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a torch device ('auto', 'cpu', 'cuda', 'cuda:1', ...): "
-                         f"{exc}") from None
+        raise ValueError(
+            f"device {device!r} is not a torch device ('auto', 'cpu', 'cuda', 'cuda:1', ...): {exc}"
+        ) from None
     if resolved.type == "cpu":
         return resolved
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = resolved.index or 0
         if index >= count:
-            raise ValueError(f"device {str(device)!r} was asked for, but this machine has "
-                             f"{'no CUDA device' if count == 0 else f'{count} CUDA device(s)'} "
-                             f"(available: {', '.join(available_devices())}; torch {torch.__version__}, "
-                             f"CUDA build {torch.version.cuda or 'none'})")
+            raise ValueError(
+                f"device {str(device)!r} was asked for, but this machine has "
+                f"{'no CUDA device' if count == 0 else f'{count} CUDA device(s)'} "
+                f"(available: {', '.join(available_devices())}; torch {torch.__version__}, "
+                f"CUDA build {torch.version.cuda or 'none'})"
+            )
         return resolved
-    raise ValueError(f"device {str(device)!r}: policy-accel runs on 'cpu' or 'cuda' devices "
-                     f"(available: {', '.join(available_devices())})")
+    raise ValueError(
+        f"device {str(device)!r}: policy-accel runs on 'cpu' or 'cuda' devices "
+        f"(available: {', '.join(available_devices())})"
+    )
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -71,11 +76,24 @@ def device_info(device: torch.device | str) -> dict[str, str | int | None]:
     info: dict[str, str | int | None] = {"device": str(device), "torch": torch.__version__}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(name=props.name, memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version(), capability=f"{props.major}.{props.minor}")
+        info.update(
+            name=props.name,
+            memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            capability=f"{props.major}.{props.minor}",
+        )
         with contextlib.suppress(Exception):
             import subprocess
 
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=10).stdout.split("\n")[0].strip()
+            info["driver"] = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+                .stdout.split("\n")[0]
+                .strip()
+            )
     return info

@@ -30,8 +30,10 @@ def config_dir() -> Path:
     directory = Path(override) if override else project_root() / "configs"
     if not (directory / "eval.yaml").is_file():
         where = f"${CONFIG_DIR_ENV}={override}" if override else f"the installed package ({directory})"
-        raise FileNotFoundError(f"no policy-accel config tree (eval.yaml, ...) in {where}; reinstall the package"
-                                + (f" or unset {CONFIG_DIR_ENV}" if override else ""))
+        raise FileNotFoundError(
+            f"no policy-accel config tree (eval.yaml, ...) in {where}; reinstall the package"
+            + (f" or unset {CONFIG_DIR_ENV}" if override else "")
+        )
     return directory.resolve()
 
 

@@ -1,8 +1,28 @@
-"""Run every test single-threaded: the tiny nets gain nothing from threads, and on a
-2-core machine oversubscribed cores make them many times slower."""
+"""Common test set-up: one torch thread, a private calibration cache, and shared/ checks.
+
+Every test runs single-threaded: the tiny nets gain nothing from threads, and on a 2-core
+machine oversubscribed cores make them many times slower.
+"""
+
+from __future__ import annotations
 
 import pytest
 import torch
+from helpers.paths import in_ci
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_shared(path): needs PATH from ../shared (fails in CI when missing)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("needs_shared"):
+        path = marker.args[0]
+        if not path.exists():
+            message = f"{path} is missing: shared/ must lie beside the checkout (or set POLICY_ACCEL_SHARED)"
+            if in_ci():
+                pytest.fail(f"CI=true and {message}", pytrace=False)
+            pytest.skip(message)
 
 
 @pytest.fixture(autouse=True, scope="session")

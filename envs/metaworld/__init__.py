@@ -29,5 +29,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ACTION_DIM", "MAX_EPISODE_STEPS", "MT10_TASKS", "MetaWorldEnv", "N_TASKS", "OBS_TYPES", "STATE_DIM",
-           "env_id", "make_simulator", "normalise_task", "task_index"]
+__all__ = [
+    "ACTION_DIM",
+    "MAX_EPISODE_STEPS",
+    "MT10_TASKS",
+    "MetaWorldEnv",
+    "N_TASKS",
+    "OBS_TYPES",
+    "STATE_DIM",
+    "env_id",
+    "make_simulator",
+    "normalise_task",
+    "task_index",
+]

@@ -35,9 +35,9 @@ def make_simulator(task: str, render_mode: str | None = None, camera_name: str =
     env = ALL_V3_ENVIRONMENTS[f"{normalise_task(task)}-v3"](render_mode=render_mode, camera_name=camera_name)
     env._partially_observable = False
     env.__dict__.pop("sawyer_observation_space", None)  # cached with the goal hidden; recompute
-    env._set_task_called = True      # we set the variation ourselves instead of via set_task
-    env._freeze_rand_vec = False      # draw a fresh variation at each reset ...
-    env.seeded_rand_vec = True        # ... from env.np_random, not numpy's global RNG
+    env._set_task_called = True  # we set the variation ourselves instead of via set_task
+    env._freeze_rand_vec = False  # draw a fresh variation at each reset ...
+    env.seeded_rand_vec = True  # ... from env.np_random, not numpy's global RNG
     return env
 
 
@@ -52,9 +52,14 @@ class MetaWorldEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
 
-    def __init__(self, task: str = "reach", obs_type: str = "metaworld_state_task",
-                 render_mode: str | None = None, terminate_on_success: bool = False,
-                 camera_name: str = "corner") -> None:
+    def __init__(
+        self,
+        task: str = "reach",
+        obs_type: str = "metaworld_state_task",
+        render_mode: str | None = None,
+        terminate_on_success: bool = False,
+        camera_name: str = "corner",
+    ) -> None:
         self.task = normalise_task(task)
         if obs_type not in OBS_TYPES:
             raise ValueError(f"unknown Meta-World obs_type '{obs_type}'; choose one of {sorted(OBS_TYPES)}")

@@ -9,12 +9,20 @@ from __future__ import annotations
 # MT10, in Meta-World's own order; a task's index here is its one-hot position in the
 # ``state_task`` observation, so the order is part of every trained checkpoint: never reorder.
 MT10_TASKS: tuple[str, ...] = (
-    "reach", "push", "pick-place", "door-open", "drawer-open", "drawer-close",
-    "button-press-topdown", "peg-insert-side", "window-open", "window-close",
+    "reach",
+    "push",
+    "pick-place",
+    "door-open",
+    "drawer-open",
+    "drawer-close",
+    "button-press-topdown",
+    "peg-insert-side",
+    "window-open",
+    "window-close",
 )
 N_TASKS = len(MT10_TASKS)
-STATE_DIM = 39          # hand xyz, gripper, 2 object poses (padded), the previous frame's 18, goal xyz
-ACTION_DIM = 4          # hand dx, dy, dz (scaled by 1/100 m) and gripper effort, all in [-1, 1]
+STATE_DIM = 39  # hand xyz, gripper, 2 object poses (padded), the previous frame's 18, goal xyz
+ACTION_DIM = 4  # hand dx, dy, dz (scaled by 1/100 m) and gripper effort, all in [-1, 1]
 MAX_EPISODE_STEPS = 500  # Meta-World's own horizon (the simulator refuses to step past it)
 
 # obs_type -> size. ``metaworld_state_task`` appends the one-hot MT10 task index to the 39-number

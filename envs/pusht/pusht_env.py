@@ -177,9 +177,7 @@ class PushTEnv(gym.Env):
         self._world = _World()
 
     # ------------------------------------------------------------------ API
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Start an episode from a seeded random scene or from `options["state"]`.
 
         A given seed drives numpy's legacy RandomState exactly like the

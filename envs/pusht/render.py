@@ -41,9 +41,7 @@ def _disc(draw: ImageDraw.ImageDraw, center: tuple[float, float], radius: float,
     draw.ellipse((x - radius, y - radius, x + radius - 1, y + radius - 1), fill=color)
 
 
-def _fat_segment(
-    draw: ImageDraw.ImageDraw, a: tuple[int, int], b: tuple[int, int], radius: int, color: Color
-) -> None:
+def _fat_segment(draw: ImageDraw.ImageDraw, a: tuple[int, int], b: tuple[int, int], radius: int, color: Color) -> None:
     """A line with round caps (pymunk's 'fat segment').
 
     Width 2*radius + 1 reproduces the 5-px walls/outlines of the dataset frames.

@@ -13,30 +13,49 @@ from omegaconf import OmegaConf
 
 from policy_accel.cli.env_check import check_policy_fits_env
 from policy_accel.cli.hydra_config import load_config
-from policy_accel.cli.options import (check_options, compile_option, device_option, non_negative_int, positive_int,
-                                     prepare_output_dir, target_device, threads)
+from policy_accel.cli.options import (
+    check_options,
+    compile_option,
+    device_option,
+    non_negative_int,
+    positive_int,
+    prepare_output_dir,
+    target_device,
+    threads,
+)
 
 CONFIG_NAME = "bench"
 
 
 def run(args: list[str]) -> None:
     cfg = load_config(CONFIG_NAME, args)
-    check_options(cfg, "bench", {"n_seeds": positive_int, "seed_start": non_negative_int, "n_envs": positive_int,
-                                 "max_steps": positive_int, "threads": threads, "device": device_option,
-                                 "compile": compile_option})
+    check_options(
+        cfg,
+        "bench",
+        {
+            "n_seeds": positive_int,
+            "seed_start": non_negative_int,
+            "n_envs": positive_int,
+            "max_steps": positive_int,
+            "threads": threads,
+            "device": device_option,
+            "compile": compile_option,
+        },
+    )
     device = target_device(cfg, "bench")
     output_dir = prepare_output_dir(Path(str(cfg.output_dir)), "bench")
     import torch
 
-    from policy_accel.eval.bench import (BenchSpecError, bench_table, comparison_table, run_benchmark,
-                                         write_bench_report)
+    from policy_accel.eval.bench import BenchSpecError, bench_table, comparison_table, run_benchmark, write_bench_report
     from policy_accel.eval.plots import plot_latency_distributions, plot_reward_vs_latency
     from policy_accel.policy.checkpoint import CheckpointError, load_policy
 
     checkpoint = Path(str(cfg.checkpoint))
     if not checkpoint.exists():  # a file, or a LeRobot pretrained_model/ directory
-        raise SystemExit(f"policy-accel bench: checkpoint not found: '{checkpoint}' "
-                         "(pass checkpoint=PATH, or train one with `policy-accel train`)")
+        raise SystemExit(
+            f"policy-accel bench: checkpoint not found: '{checkpoint}' "
+            "(pass checkpoint=PATH, or train one with `policy-accel train`)"
+        )
     samplers = OmegaConf.to_container(cfg.samplers, resolve=True)
     if not isinstance(samplers, list) or not samplers:
         raise SystemExit(f"policy-accel bench: samplers must be a non-empty list, got {samplers!r}")
@@ -51,10 +70,18 @@ def run(args: list[str]) -> None:
 
     seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
     try:
-        report = run_benchmark(policy, samplers, cfg.env, seeds, n_envs=int(cfg.n_envs),
-                               max_steps=int(cfg.max_steps), progress=True, checkpoint=str(checkpoint),
-                               compare=[] if cfg.compare is None
-                               else OmegaConf.to_container(cfg.compare, resolve=True), compile=cfg.compile)
+        report = run_benchmark(
+            policy,
+            samplers,
+            cfg.env,
+            seeds,
+            n_envs=int(cfg.n_envs),
+            max_steps=int(cfg.max_steps),
+            progress=True,
+            checkpoint=str(checkpoint),
+            compare=[] if cfg.compare is None else OmegaConf.to_container(cfg.compare, resolve=True),
+            compile=cfg.compile,
+        )
     except BenchSpecError as exc:  # a bad sampler entry, or a student file that does not fit
         raise SystemExit(f"policy-accel bench: {exc}") from None
     report["command"] = shlex.join(["policy-accel", "bench", *args])

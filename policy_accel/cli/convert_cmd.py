@@ -14,7 +14,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="policy-accel convert",
         description="Convert a checkpoint (Diffusion Policy .ckpt, LeRobot pretrained_model/ directory, or a "
-                    "policy-accel .safetensors) into a policy-accel .safetensors file. The input format is detected.")
+        "policy-accel .safetensors) into a policy-accel .safetensors file. The input format is detected.",
+    )
     parser.add_argument("input", type=Path, help="the checkpoint to convert")
     parser.add_argument("output", type=Path, help="where to write the .safetensors file")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
@@ -38,6 +39,8 @@ def run(args: list[str]) -> None:
     save_policy(policy, options.output, extra_metadata={"converted_from": options.input.name})
     cfg = policy.config
     n_params = sum(p.numel() for p in policy.parameters())
-    print(f"wrote {options.output}: {cfg.network} policy, {n_params:,} parameters, horizon {cfg.horizon}, "
-          f"n_obs_steps {cfg.n_obs_steps}, n_action_steps {cfg.n_action_steps}, observations "
-          f"{list(cfg.obs_shapes) if cfg.obs_shapes else f'({cfg.obs_dim},)'}")
+    print(
+        f"wrote {options.output}: {cfg.network} policy, {n_params:,} parameters, horizon {cfg.horizon}, "
+        f"n_obs_steps {cfg.n_obs_steps}, n_action_steps {cfg.n_action_steps}, observations "
+        f"{list(cfg.obs_shapes) if cfg.obs_shapes else f'({cfg.obs_dim},)'}"
+    )

@@ -23,6 +23,8 @@ def check_policy_fits_env(policy: Any, cfg: DictConfig, checkpoint: Path, comman
         except ValueError as exc:
             raise SystemExit(f"policy-accel {command}: '{checkpoint}': {exc}") from None
     elif policy.config.obs_type != cfg.env.obs_type:
-        raise SystemExit(f"policy-accel {command}: '{checkpoint}' was trained on obs_type "
-                         f"'{policy.config.obs_type}' but env gives '{cfg.env.obs_type}'; "
-                         f"pass {env_hint(policy.config)}")
+        raise SystemExit(
+            f"policy-accel {command}: '{checkpoint}' was trained on obs_type "
+            f"'{policy.config.obs_type}' but env gives '{cfg.env.obs_type}'; "
+            f"pass {env_hint(policy.config)}"
+        )

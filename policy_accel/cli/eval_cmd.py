@@ -13,8 +13,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from policy_accel.cli.env_check import check_policy_fits_env
 from policy_accel.cli.hydra_config import load_config
-from policy_accel.cli.options import (boolean, check_options, compile_option, device_option, non_negative_int,
-                                     place_policy, positive_int, prepare_output_dir, target_device, threads)
+from policy_accel.cli.options import (
+    boolean,
+    check_options,
+    compile_option,
+    device_option,
+    non_negative_int,
+    place_policy,
+    positive_int,
+    prepare_output_dir,
+    target_device,
+    threads,
+)
 
 CONFIG_NAME = "eval"
 
@@ -26,9 +36,21 @@ def _sampler_spec(cfg: DictConfig) -> dict[str, Any]:
 
 def run(args: list[str]) -> None:
     cfg = load_config(CONFIG_NAME, args)
-    check_options(cfg, "eval", {"n_seeds": positive_int, "seed_start": non_negative_int, "n_envs": positive_int,
-                                "max_steps": positive_int, "threads": threads, "warm_start": boolean,
-                                "videos": non_negative_int, "device": device_option, "compile": compile_option})
+    check_options(
+        cfg,
+        "eval",
+        {
+            "n_seeds": positive_int,
+            "seed_start": non_negative_int,
+            "n_envs": positive_int,
+            "max_steps": positive_int,
+            "threads": threads,
+            "warm_start": boolean,
+            "videos": non_negative_int,
+            "device": device_option,
+            "compile": compile_option,
+        },
+    )
     device = target_device(cfg, "eval")  # a missing device fails here, before loading anything
     import torch
 
@@ -39,8 +61,10 @@ def run(args: list[str]) -> None:
 
     checkpoint = Path(str(cfg.checkpoint))
     if not checkpoint.exists():  # a file, or a LeRobot pretrained_model/ directory
-        raise SystemExit(f"policy-accel eval: checkpoint not found: '{checkpoint}' "
-                         "(pass checkpoint=PATH, or train one with `policy-accel train`)")
+        raise SystemExit(
+            f"policy-accel eval: checkpoint not found: '{checkpoint}' "
+            "(pass checkpoint=PATH, or train one with `policy-accel train`)"
+        )
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     spec = _sampler_spec(cfg)
@@ -55,13 +79,23 @@ def run(args: list[str]) -> None:
 
     check_policy_fits_env(policy, cfg, checkpoint, "eval")
 
-    output_dir = prepare_output_dir(Path(str(cfg.output_dir)) if cfg.output_dir
-                                    else Path("outputs/eval") / policy.sampler.name, "eval")
+    output_dir = prepare_output_dir(
+        Path(str(cfg.output_dir)) if cfg.output_dir else Path("outputs/eval") / policy.sampler.name, "eval"
+    )
     seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
     evaluate = evaluate_metaworld if is_metaworld_env(cfg.env) else evaluate_policy
-    result = evaluate(policy, sampler=None, env_cfg=cfg.env, seeds=seeds, n_envs=int(cfg.n_envs),
-                             progress=True, max_steps=int(cfg.max_steps), record_video_episodes=int(cfg.videos),
-                             video_dir=output_dir / "videos", warm_start=bool(cfg.warm_start))
+    result = evaluate(
+        policy,
+        sampler=None,
+        env_cfg=cfg.env,
+        seeds=seeds,
+        n_envs=int(cfg.n_envs),
+        progress=True,
+        max_steps=int(cfg.max_steps),
+        record_video_episodes=int(cfg.videos),
+        video_dir=output_dir / "videos",
+        warm_start=bool(cfg.warm_start),
+    )
     result["checkpoint"] = str(checkpoint)
     result["sampler_spec"] = spec
     result["device"] = device_info(device)

@@ -29,8 +29,7 @@ def expand_sampler_shorthand(overrides: list[str], directory: Path) -> list[str]
     for override in overrides:
         key, sep, value = override.partition("=")
         kind, dash, steps = value.partition("-")
-        if (key == "sampler" and sep and dash and steps.isdigit()
-                and (directory / "sampler" / f"{kind}.yaml").is_file()):
+        if key == "sampler" and sep and dash and steps.isdigit() and (directory / "sampler" / f"{kind}.yaml").is_file():
             out += [f"sampler={kind}", f"sampler.num_steps={steps}"]
         else:
             out.append(override)
@@ -54,8 +53,10 @@ def _closed_additions(directory: Path, name: str, overrides: list[str]) -> list[
     for override in additions:
         key, sep, value = override.lstrip("+").partition("=")
         if not sep or OmegaConf.select(base, key, default=_MISSING) is _MISSING:
-            raise SystemExit(f"policy-accel: bad config for '{name}': '{override}' adds key '{key}', which no "
-                             f"policy-accel config has; see `policy-accel {name.split('/')[0]} --help`")
+            raise SystemExit(
+                f"policy-accel: bad config for '{name}': '{override}' adds key '{key}', which no "
+                f"policy-accel config has; see `policy-accel {name.split('/')[0]} --help`"
+            )
         out.append(f"{key}={value}")
     return out
 
@@ -77,9 +78,14 @@ def load_config(name: str, overrides: list[str]) -> DictConfig:
         env = OmegaConf.select(cfg, "env.id", default=None)
         if env is not None and OmegaConf.select(cfg, "env.obs_type", default=None):
             env = f"{env}, obs_type {cfg.env.obs_type}"
-        raise SystemExit(f"policy-accel: bad config for '{name}': no value for {', '.join(missing)}; "
-                         + (f"policy-accel ships no default for this env ({env}), so give it on the command line, "
-                            if env else "give it on the command line, ")
-                         + f"e.g. {missing[0]}=PATH (see `policy-accel {name.split('/')[0]} --help`)")
+        raise SystemExit(
+            f"policy-accel: bad config for '{name}': no value for {', '.join(missing)}; "
+            + (
+                f"policy-accel ships no default for this env ({env}), so give it on the command line, "
+                if env
+                else "give it on the command line, "
+            )
+            + f"e.g. {missing[0]}=PATH (see `policy-accel {name.split('/')[0]} --help`)"
+        )
     OmegaConf.set_struct(cfg, True)
     return cfg

@@ -12,14 +12,22 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("policy_accel.cli.train_cmd", "train a Diffusion Policy teacher (configs/train.yaml)"),
-    "eval": ("policy_accel.cli.eval_cmd", "roll out a checkpoint + sampler on seeded PushT or Meta-World episodes (configs/eval.yaml)"),
-    "distill": ("policy_accel.cli.distill_cmd", "progressive distillation into few-step students (configs/distill.yaml, configs/per_env/distill/)"),
+    "eval": (
+        "policy_accel.cli.eval_cmd",
+        "roll out a checkpoint + sampler on seeded PushT or Meta-World episodes (configs/eval.yaml)",
+    ),
+    "distill": (
+        "policy_accel.cli.distill_cmd",
+        "progressive distillation into few-step students (configs/distill.yaml, configs/per_env/distill/)",
+    ),
     "bench": ("policy_accel.cli.bench_cmd", "latency/reward benchmark of every sampler (configs/bench.yaml)"),
     "profile": ("policy_accel.cli.profile_cmd", "where a chunk's time goes per sampler (configs/profile.yaml)"),
     "latency": ("policy_accel.cli.latency_cmd", "chunk latency beside a competing CPU process, per torch thread count"),
     "convert": ("policy_accel.cli.convert_cmd", "convert a checkpoint (e.g. Diffusion Policy .ckpt) to .safetensors"),
-    "record-demos": ("policy_accel.cli.record_demos_cmd",
-                     "record Meta-World expert demos into a zarr (configs/record_demos.yaml)"),
+    "record-demos": (
+        "policy_accel.cli.record_demos_cmd",
+        "record Meta-World expert demos into a zarr (configs/record_demos.yaml)",
+    ),
     "replay-demos": ("policy_accel.cli.replay_demos_cmd", "replay the human demos in the simulator: PATH to the zarr"),
 }
 
@@ -27,8 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return ("usage: policy-accel COMMAND [args | key=value ...]\n       policy-accel COMMAND --help\n"
-            "       policy-accel --version\n\ncommands:\n" + "\n".join(lines))
+    return (
+        "usage: policy-accel COMMAND [args | key=value ...]\n       policy-accel COMMAND --help\n"
+        "       policy-accel --version\n\ncommands:\n" + "\n".join(lines)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -65,10 +65,8 @@ def prepare_output_dir(path: str | os.PathLike[str], command: str, what: str = "
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise SystemExit(f"policy-accel {command}: cannot write to {what} '{folder}': "
-                         f"{exc.strerror or exc}") from None
+        raise SystemExit(f"policy-accel {command}: cannot write to {what} '{folder}': {exc.strerror or exc}") from None
     return folder
-
 
 
 def compile_option(value: Any) -> str | None:

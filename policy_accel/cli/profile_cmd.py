@@ -11,8 +11,17 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from policy_accel.cli.hydra_config import load_config
-from policy_accel.cli.options import (check_options, compile_option, device_option, non_negative_int, place_policy,
-                                     positive_int, prepare_output_dir, target_device, threads)
+from policy_accel.cli.options import (
+    check_options,
+    compile_option,
+    device_option,
+    non_negative_int,
+    place_policy,
+    positive_int,
+    prepare_output_dir,
+    target_device,
+    threads,
+)
 
 CONFIG_NAME = "profile"
 
@@ -25,8 +34,18 @@ def run(args: list[str]) -> None:
     from policy_accel.policy.checkpoint import CheckpointError, load_policy
 
     cfg = load_config(CONFIG_NAME, args)
-    check_options(cfg, "profile", {"n_conds": positive_int, "repeats": positive_int, "seed": non_negative_int,
-                                   "threads": threads, "device": device_option, "compile": compile_option})
+    check_options(
+        cfg,
+        "profile",
+        {
+            "n_conds": positive_int,
+            "repeats": positive_int,
+            "seed": non_negative_int,
+            "threads": threads,
+            "device": device_option,
+            "compile": compile_option,
+        },
+    )
     target_device(cfg, "profile")  # a missing device fails before any work
     out = prepare_output_dir(Path(str(cfg.output_dir)), "profile")
     if cfg.threads is not None:
@@ -42,11 +61,23 @@ def run(args: list[str]) -> None:
     if is_metaworld_obs(p.obs_type):  # a Meta-World policy: zarr_path=<the record-demos zarr>
         from policy_accel.data.metaworld_dataset import MetaWorldDataset
 
-        dataset = MetaWorldDataset(cfg.zarr_path, obs_type=p.obs_type, horizon=p.horizon, n_obs_steps=p.n_obs_steps,
-                                   n_action_steps=p.n_action_steps, val_ratio=0.0)
+        dataset = MetaWorldDataset(
+            cfg.zarr_path,
+            obs_type=p.obs_type,
+            horizon=p.horizon,
+            n_obs_steps=p.n_obs_steps,
+            n_action_steps=p.n_action_steps,
+            val_ratio=0.0,
+        )
     else:
-        dataset = PushTDataset(cfg.zarr_path, obs_type=p.obs_type, horizon=p.horizon, n_obs_steps=p.n_obs_steps,
-                               n_action_steps=p.n_action_steps, val_ratio=0.0)
+        dataset = PushTDataset(
+            cfg.zarr_path,
+            obs_type=p.obs_type,
+            horizon=p.horizon,
+            n_obs_steps=p.n_obs_steps,
+            n_action_steps=p.n_action_steps,
+            val_ratio=0.0,
+        )
     picks = np.random.default_rng(int(cfg.seed)).choice(len(dataset), int(cfg.n_conds), replace=False)
     obs_keys = OmegaConf.to_container(cfg.obs_keys, resolve=True) if cfg.obs_keys is not None else {}
     histories = [_history(dataset[int(i)]["obs"], p, obs_keys) for i in picks]
@@ -57,16 +88,18 @@ def run(args: list[str]) -> None:
     report = profile_samplers(policy, samplers, conds, repeats=int(cfg.repeats))
     report["encode_ms"] = encode_ms  # once per chunk, whatever the sampler
     if cfg.predict is not None:
-        report["prediction"] = predict_latency(report["call_cost_ms"], encode_ms,
-                                               **OmegaConf.to_container(cfg.predict, resolve=True))
+        report["prediction"] = predict_latency(
+            report["call_cost_ms"], encode_ms, **OmegaConf.to_container(cfg.predict, resolve=True)
+        )
     report["command"] = "policy-accel profile " + " ".join(args)
     (out / "profile.json").write_text(json.dumps(report, indent=2))
     table = profile_markdown(report)
     extra = f"observation encoding: {encode_ms:.2f} ms per chunk\n"
     if "prediction" in report:
         extra += prediction_line(report["prediction"]) + "\n"
-    (out / "profile.md").write_text(f"{table}\n\n{extra}\nthreads: {report['threads']}, "
-                                    f"command: `{report['command']}`\n")
+    (out / "profile.md").write_text(
+        f"{table}\n\n{extra}\nthreads: {report['threads']}, command: `{report['command']}`\n"
+    )
     print(table)
     print(f"\nobservation encoding: {encode_ms:.2f} ms per chunk (once per chunk, every sampler)")
     if "prediction" in report:
@@ -81,8 +114,10 @@ def _history(obs: Any, config: Any, obs_keys: dict[str, str]) -> Any:
         return obs[:n][None]
     missing = [k for k in config.obs_shapes if obs_keys.get(k, k) not in obs]
     if missing:
-        raise SystemExit(f"policy-accel profile: the demos have no key for policy keys {missing} (demo keys "
-                         f"{list(obs)}); set obs_keys, e.g. obs_keys={{image: pixels, agent_pos: agent_pos}}")
+        raise SystemExit(
+            f"policy-accel profile: the demos have no key for policy keys {missing} (demo keys "
+            f"{list(obs)}); set obs_keys, e.g. obs_keys={{image: pixels, agent_pos: agent_pos}}"
+        )
     return {k: obs[obs_keys.get(k, k)][:n][None] for k in config.obs_shapes}
 
 
@@ -96,19 +131,28 @@ def _encode_ms(policy: Any, history: Any, repeats: int) -> float:
     return 1e3 * min(times)
 
 
-def predict_latency(curve: dict[int, float], encode_ms: float, steps: int, rounds: float,
-                    window: int) -> dict[str, float]:
+def predict_latency(
+    curve: dict[int, float], encode_ms: float, steps: int, rounds: float, window: int
+) -> dict[str, float]:
     """Chunk latency from the batch-cost curve: ``steps`` calls of 1 row (sequential) against ``rounds``
     calls of ``window`` rows (Picard, rounds measured elsewhere), plus one observation encoding each."""
     if window not in curve or 1 not in curve:
         raise SystemExit(f"policy-accel profile: predict.window {window} is not on the cost curve {sorted(curve)}")
     sequential = steps * curve[1] + encode_ms
     picard = rounds * curve[window] + encode_ms
-    return {"steps": steps, "rounds": rounds, "window": window, "sequential_ms": sequential, "picard_ms": picard,
-            "speedup": sequential / picard}
+    return {
+        "steps": steps,
+        "rounds": rounds,
+        "window": window,
+        "sequential_ms": sequential,
+        "picard_ms": picard,
+        "speedup": sequential / picard,
+    }
 
 
 def prediction_line(prediction: dict[str, float]) -> str:
     p = prediction
-    return (f"predicted chunk latency: sequential {p['steps']} x 1 row = {p['sequential_ms']:.1f} ms, Picard "
-            f"{p['rounds']} rounds x {p['window']} rows = {p['picard_ms']:.1f} ms -> {p['speedup']:.2f}x")
+    return (
+        f"predicted chunk latency: sequential {p['steps']} x 1 row = {p['sequential_ms']:.1f} ms, Picard "
+        f"{p['rounds']} rounds x {p['window']} rows = {p['picard_ms']:.1f} ms -> {p['speedup']:.2f}x"
+    )

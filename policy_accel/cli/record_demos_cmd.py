@@ -25,11 +25,21 @@ def _optional_positive_int(value: object) -> str | None:
 
 def run(args: list[str]) -> None:
     cfg = load_config(CONFIG_NAME, args)
-    check_options(cfg, "record-demos", {
-        "episodes_per_task": positive_int, "seed_start": non_negative_int, "noise_seed": non_negative_int,
-        "max_attempts_per_task": _optional_positive_int, "action_noise": _non_negative_number,
-        "settle_steps": non_negative_int, "clean_episodes": non_negative_int, "overwrite": boolean,
-        "progress": boolean})
+    check_options(
+        cfg,
+        "record-demos",
+        {
+            "episodes_per_task": positive_int,
+            "seed_start": non_negative_int,
+            "noise_seed": non_negative_int,
+            "max_attempts_per_task": _optional_positive_int,
+            "action_noise": _non_negative_number,
+            "settle_steps": non_negative_int,
+            "clean_episodes": non_negative_int,
+            "overwrite": boolean,
+            "progress": boolean,
+        },
+    )
     from policy_accel.data.metaworld_demos import format_stats, record_demos, stats_path
     from policy_accel.envs.metaworld.tasks import normalise_task
 
@@ -41,15 +51,24 @@ def run(args: list[str]) -> None:
     output = Path(str(cfg.output))
     if output.exists():
         if not cfg.overwrite:
-            raise SystemExit(f"policy-accel record-demos: output '{output}' exists; pass overwrite=true "
-                             f"or another output=")
+            raise SystemExit(
+                f"policy-accel record-demos: output '{output}' exists; pass overwrite=true or another output="
+            )
         shutil.rmtree(output)
     warnings.filterwarnings("ignore", message="Constant.*may be too high")  # Meta-World's experts, harmless
     try:
-        summary = record_demos(tasks, int(cfg.episodes_per_task), output, seed_start=int(cfg.seed_start),
-                               max_attempts_per_task=cfg.max_attempts_per_task, action_noise=float(cfg.action_noise),
-                               settle_steps=int(cfg.settle_steps), clean_episodes=int(cfg.clean_episodes),
-                               noise_seed=int(cfg.noise_seed), progress=bool(cfg.progress))
+        summary = record_demos(
+            tasks,
+            int(cfg.episodes_per_task),
+            output,
+            seed_start=int(cfg.seed_start),
+            max_attempts_per_task=cfg.max_attempts_per_task,
+            action_noise=float(cfg.action_noise),
+            settle_steps=int(cfg.settle_steps),
+            clean_episodes=int(cfg.clean_episodes),
+            noise_seed=int(cfg.noise_seed),
+            progress=bool(cfg.progress),
+        )
     except (ValueError, RuntimeError) as exc:
         raise SystemExit(f"policy-accel record-demos: {exc}") from None
     print(format_stats(summary))

@@ -13,13 +13,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="policy-accel replay-demos",
         description="Restore each demo's first state, apply its recorded actions and report how far "
-                    "the block drifts from the record (pixels).")
+        "the block drifts from the record (pixels).",
+    )
     parser.add_argument("path", type=Path, help="the replay buffer, e.g. pusht_cchi_v7_replay.zarr")
     parser.add_argument("--episodes", type=int, default=None, metavar="N", help="replay the first N episodes only")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the report as JSON")
-    parser.add_argument("--order", choices=ORDERS, default="angle-first",
-                        help="how the block pose is restored: angle-first (correct) or position-first "
-                             "(Diffusion Policy's legacy reset order, shifts the block)")
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="angle-first",
+        help="how the block pose is restored: angle-first (correct) or position-first "
+        "(Diffusion Policy's legacy reset order, shifts the block)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -31,8 +36,9 @@ def run(args: list[str]) -> None:
     from policy_accel.data.replay_buffer import ReplayBufferError
 
     try:
-        report = replay_demos(options.path, episodes=options.episodes, order=options.order,
-                              progress=not options.no_progress)
+        report = replay_demos(
+            options.path, episodes=options.episodes, order=options.order, progress=not options.no_progress
+        )
     except (FileNotFoundError, ReplayBufferError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise SystemExit(f"policy-accel replay-demos: {message}") from None

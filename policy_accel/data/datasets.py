@@ -36,8 +36,9 @@ def lowdim_obs(buffer_data: dict[str, np.ndarray], obs_type: str) -> np.ndarray:
     """Flat observation array of a low-dimensional ``obs_type`` from buffer arrays."""
     if obs_type == "keypoints":
         keypoints = buffer_data["keypoint"]
-        return np.concatenate([keypoints.reshape(len(keypoints), -1), buffer_data["state"][:, :2]],
-                              axis=-1).astype(np.float32)
+        return np.concatenate([keypoints.reshape(len(keypoints), -1), buffer_data["state"][:, :2]], axis=-1).astype(
+            np.float32
+        )
     if obs_type == "state":
         return buffer_data["state"].astype(np.float32)
     raise ValueError(f"'{obs_type}' is not a low-dimensional observation type")
@@ -65,16 +66,26 @@ class WindowDataset(Dataset):
 class PushTDataset(WindowDataset):
     """Windows of ``horizon`` steps from the PushT replay buffer (train or validation split)."""
 
-    def __init__(self, zarr_path: str | Path | None = None, obs_type: ObsType = "keypoints",
-                 horizon: int = 16, n_obs_steps: int = 2, n_action_steps: int = 8,
-                 val_ratio: float = 0.02, seed: int = 42, max_train_episodes: int | None = None,
-                 buffer: ReplayBuffer | None = None, split: Literal["train", "val"] = "train") -> None:
+    def __init__(
+        self,
+        zarr_path: str | Path | None = None,
+        obs_type: ObsType = "keypoints",
+        horizon: int = 16,
+        n_obs_steps: int = 2,
+        n_action_steps: int = 8,
+        val_ratio: float = 0.02,
+        seed: int = 42,
+        max_train_episodes: int | None = None,
+        buffer: ReplayBuffer | None = None,
+        split: Literal["train", "val"] = "train",
+    ) -> None:
         if obs_type not in OBS_TYPES:
             raise ValueError(f"unknown obs_type '{obs_type}'; choose one of {OBS_TYPES}")
         if n_obs_steps < 1 or n_action_steps < 1 or horizon < n_obs_steps - 1 + n_action_steps:
             raise ValueError(
                 f"need horizon >= n_obs_steps - 1 + n_action_steps, got horizon={horizon}, "
-                f"n_obs_steps={n_obs_steps}, n_action_steps={n_action_steps}")
+                f"n_obs_steps={n_obs_steps}, n_action_steps={n_action_steps}"
+            )
         if buffer is None:
             if zarr_path is None:
                 raise ValueError("give either zarr_path or buffer")
@@ -93,20 +104,33 @@ class PushTDataset(WindowDataset):
         self.episode_mask = mask
 
         if obs_type == "pixels_agent_pos":
-            self._fields = {"pixels": buffer["img"], "agent_pos": buffer["state"][:, :2].astype(np.float32),
-                            "action": buffer["action"].astype(np.float32)}
+            self._fields = {
+                "pixels": buffer["img"],
+                "agent_pos": buffer["state"][:, :2].astype(np.float32),
+                "action": buffer["action"].astype(np.float32),
+            }
         else:
-            self._fields = {"obs": lowdim_obs(buffer.data, obs_type),
-                            "action": buffer["action"].astype(np.float32)}
+            self._fields = {"obs": lowdim_obs(buffer.data, obs_type), "action": buffer["action"].astype(np.float32)}
         self._sampler = SequenceSampler(
-            ReplayBuffer(self._fields, buffer.episode_ends), horizon,
-            pad_before=n_obs_steps - 1, pad_after=n_action_steps - 1, episode_mask=mask)
+            ReplayBuffer(self._fields, buffer.episode_ends),
+            horizon,
+            pad_before=n_obs_steps - 1,
+            pad_after=n_action_steps - 1,
+            episode_mask=mask,
+        )
 
-    def validation(self) -> "PushTDataset":
+    def validation(self) -> PushTDataset:
         """The held-out episodes of the same split seed."""
-        return PushTDataset(obs_type=self.obs_type, horizon=self.horizon, n_obs_steps=self.n_obs_steps,
-                            n_action_steps=self.n_action_steps, val_ratio=self.val_ratio, seed=self.seed,
-                            buffer=self.buffer, split="val")
+        return PushTDataset(
+            obs_type=self.obs_type,
+            horizon=self.horizon,
+            n_obs_steps=self.n_obs_steps,
+            n_action_steps=self.n_action_steps,
+            val_ratio=self.val_ratio,
+            seed=self.seed,
+            buffer=self.buffer,
+            split="val",
+        )
 
     def fit_normalizer(self) -> Normalizer:
         """Min/max stats over all steps of the buffer (Diffusion Policy fits on all data)."""

@@ -61,8 +61,15 @@ def expert_for(task: str) -> Any:
     return ENV_POLICY_MAP[f"{normalise_task(task)}-v3"]()
 
 
-def run_expert_episode(env: Any, expert: Any, seed: int, noise_std: float, noise_rng: np.random.Generator,
-                       settle_steps: int, max_steps: int = MAX_EPISODE_STEPS) -> dict[str, Any]:
+def run_expert_episode(
+    env: Any,
+    expert: Any,
+    seed: int,
+    noise_std: float,
+    noise_rng: np.random.Generator,
+    settle_steps: int,
+    max_steps: int = MAX_EPISODE_STEPS,
+) -> dict[str, Any]:
     """One expert episode on ``env`` (a :class:`MetaWorldEnv`) from ``seed``.
 
     Returns the per-step arrays, whether it succeeded and the step of the first success. The
@@ -86,8 +93,13 @@ def run_expert_episode(env: Any, expert: Any, seed: int, noise_std: float, noise
             break
         if terminated or truncated:
             break
-    return {"state": np.stack(states), "action": np.stack(clean), "executed_action": np.stack(executed),
-            "success": first_success is not None, "first_success": first_success}
+    return {
+        "state": np.stack(states),
+        "action": np.stack(clean),
+        "executed_action": np.stack(executed),
+        "success": first_success is not None,
+        "first_success": first_success,
+    }
 
 
 def check_training_seeds(seed_start: int, n_seeds: int) -> None:
@@ -95,13 +107,24 @@ def check_training_seeds(seed_start: int, n_seeds: int) -> None:
     if seed_start < 0:
         raise ValueError(f"seed_start must be >= 0, got {seed_start}")
     if seed_start + n_seeds > TEST_SEED_START:
-        raise ValueError(f"demo seeds {seed_start}..{seed_start + n_seeds - 1} reach the test seeds "
-                         f"(from {TEST_SEED_START}); lower seed_start or the episode counts")
+        raise ValueError(
+            f"demo seeds {seed_start}..{seed_start + n_seeds - 1} reach the test seeds "
+            f"(from {TEST_SEED_START}); lower seed_start or the episode counts"
+        )
 
 
-def record_demos(tasks: Sequence[str], episodes_per_task: int, output: str | Path, seed_start: int = 0,
-                 max_attempts_per_task: int | None = None, action_noise: float = 0.1, settle_steps: int = 10,
-                 clean_episodes: int = 0, noise_seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def record_demos(
+    tasks: Sequence[str],
+    episodes_per_task: int,
+    output: str | Path,
+    seed_start: int = 0,
+    max_attempts_per_task: int | None = None,
+    action_noise: float = 0.1,
+    settle_steps: int = 10,
+    clean_episodes: int = 0,
+    noise_seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Record ``episodes_per_task`` successful noisy expert episodes per task into ``output`` (zarr).
 
     Task ``t`` (in the given order) tries seeds ``seed_start, seed_start + 1, ...`` up to
@@ -155,9 +178,14 @@ def record_demos(tasks: Sequence[str], episodes_per_task: int, output: str | Pat
                     s.successes += 1
                     firsts.append(int(episode["first_success"]))
                     n = len(episode["state"])
-                    buffer.add_episode({"state": episode["state"], "action": episode["action"],
-                                        "executed_action": episode["executed_action"],
-                                        "task_id": np.full(n, task_id, dtype=np.int64)})
+                    buffer.add_episode(
+                        {
+                            "state": episode["state"],
+                            "action": episode["action"],
+                            "executed_action": episode["executed_action"],
+                            "task_id": np.full(n, task_id, dtype=np.int64),
+                        }
+                    )
                     episode_seeds.append(seed)
                     episode_tasks.append(task_id)
                     s.kept_episodes += 1
@@ -180,13 +208,26 @@ def record_demos(tasks: Sequence[str], episodes_per_task: int, output: str | Pat
     for key, values in (("episode_seeds", episode_seeds), ("episode_task_ids", episode_tasks)):
         array = root.create_array(f"meta/{key}", shape=(len(values),), dtype=np.int64)
         array[:] = np.asarray(values, dtype=np.int64)
-    settings = {"tasks": names, "task_list": list(MT10_TASKS), "episodes_per_task": episodes_per_task,
-                "seed_start": seed_start, "max_attempts_per_task": attempts_cap, "action_noise": action_noise,
-                "settle_steps": settle_steps, "clean_episodes": clean_episodes, "noise_seed": noise_seed,
-                "label": "clean expert action (data/action); executed noisy action in data/executed_action"}
+    settings = {
+        "tasks": names,
+        "task_list": list(MT10_TASKS),
+        "episodes_per_task": episodes_per_task,
+        "seed_start": seed_start,
+        "max_attempts_per_task": attempts_cap,
+        "action_noise": action_noise,
+        "settle_steps": settle_steps,
+        "clean_episodes": clean_episodes,
+        "noise_seed": noise_seed,
+        "label": "clean expert action (data/action); executed noisy action in data/executed_action",
+    }
     root.attrs.update({"policy_accel": {"source": "metaworld scripted experts", **settings}})
-    summary = {"zarr": str(output), "n_episodes": buffer.n_episodes, "n_steps": buffer.n_steps,
-               "settings": settings, "tasks": {name: asdict(s) for name, s in stats.items()}}
+    summary = {
+        "zarr": str(output),
+        "n_episodes": buffer.n_episodes,
+        "n_steps": buffer.n_steps,
+        "settings": settings,
+        "tasks": {name: asdict(s) for name, s in stats.items()},
+    }
     stats_path(output).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -199,13 +240,20 @@ def stats_path(zarr_path: str | Path) -> Path:
 
 def format_stats(summary: dict[str, Any]) -> str:
     """The per-task expert table printed by ``policy-accel record-demos``."""
-    lines = ["| task | expert success (noisy) | clean expert success | kept demos | steps | first success mean / max |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| task | expert success (noisy) | clean expert success | kept demos | steps | first success mean / max |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, s in summary["tasks"].items():
         clean = "-" if s["clean_success_rate"] is None else f"{s['clean_success_rate']:.2f} ({s['clean_attempts']})"
-        first = ("-" if s["first_success_step_mean"] is None
-                 else f"{s['first_success_step_mean']:.0f} / {s['first_success_step_max']}")
-        lines.append(f"| {name} | {s['success_rate']:.2f} ({s['successes']}/{s['attempts']}) | {clean} | "
-                     f"{s['kept_episodes']} | {s['kept_steps']} | {first} |")
+        first = (
+            "-"
+            if s["first_success_step_mean"] is None
+            else f"{s['first_success_step_mean']:.0f} / {s['first_success_step_max']}"
+        )
+        lines.append(
+            f"| {name} | {s['success_rate']:.2f} ({s['successes']}/{s['attempts']}) | {clean} | "
+            f"{s['kept_episodes']} | {s['kept_steps']} | {first} |"
+        )
     lines.append(f"\n{summary['n_episodes']} episodes, {summary['n_steps']} steps -> {summary['zarr']}")
     return "\n".join(lines)

@@ -25,7 +25,7 @@ class FieldNormalizer(nn.Module):
         self.register_buffer("max", torch.as_tensor(maximum, dtype=torch.float32).clone())
 
     @classmethod
-    def fit(cls, values: np.ndarray | torch.Tensor, name: str = "field") -> "FieldNormalizer":
+    def fit(cls, values: np.ndarray | torch.Tensor, name: str = "field") -> FieldNormalizer:
         flat = torch.as_tensor(np.asarray(values), dtype=torch.float32)
         flat = flat.reshape(-1, flat.shape[-1])
         if flat.shape[0] == 0:
@@ -88,16 +88,16 @@ class Normalizer(nn.Module):
         self.fields = nn.ModuleDict(dict(fields or {}))
 
     @classmethod
-    def fit(cls, data: Mapping[str, np.ndarray]) -> "Normalizer":
+    def fit(cls, data: Mapping[str, np.ndarray]) -> Normalizer:
         return cls({name: FieldNormalizer.fit(values, name) for name, values in data.items()})
 
     @classmethod
-    def empty_like(cls, dims: Mapping[str, int]) -> "Normalizer":
+    def empty_like(cls, dims: Mapping[str, int]) -> Normalizer:
         """Placeholder with the right shapes, to be filled by ``load_state_dict``."""
         return cls({name: FieldNormalizer(torch.full((d,), -1.0), torch.ones(d)) for name, d in dims.items()})
 
     @classmethod
-    def empty_from_spec(cls, spec: Mapping[str, Mapping]) -> "Normalizer":
+    def empty_from_spec(cls, spec: Mapping[str, Mapping]) -> Normalizer:
         """Placeholder from a config spec ``{field: {"kind": "limits"|"affine", "shape": [...]}}``."""
         fields: dict[str, nn.Module] = {}
         for name, entry in spec.items():
@@ -107,8 +107,10 @@ class Normalizer(nn.Module):
             elif kind == "affine" and shape:
                 fields[name] = AffineFieldNormalizer(torch.ones(shape), torch.zeros(shape))
             else:
-                raise ValueError(f"normaliser field '{name}': unsupported spec {dict(entry)} "
-                                 "(kind 'limits' with shape [D], or 'affine' with a shape)")
+                raise ValueError(
+                    f"normaliser field '{name}': unsupported spec {dict(entry)} "
+                    "(kind 'limits' with shape [D], or 'affine' with a shape)"
+                )
         return cls(fields)
 
     def spec(self) -> dict[str, dict]:

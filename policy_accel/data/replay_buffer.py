@@ -34,16 +34,14 @@ class ReplayBufferError(ValueError):
 class ReplayBuffer:
     """In-memory episodic buffer that reads and writes Diffusion Policy's zarr layout."""
 
-    def __init__(self, data: Mapping[str, np.ndarray] | None = None,
-                 episode_ends: Iterable[int] | None = None) -> None:
+    def __init__(self, data: Mapping[str, np.ndarray] | None = None, episode_ends: Iterable[int] | None = None) -> None:
         self.data: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in (data or {}).items()}
-        self.episode_ends = np.asarray(list(episode_ends) if episode_ends is not None else [],
-                                       dtype=np.int64)
+        self.episode_ends = np.asarray(list(episode_ends) if episode_ends is not None else [], dtype=np.int64)
         self._validate(source="in-memory buffer")
 
     # ------------------------------------------------------------------ io
     @classmethod
-    def from_zarr(cls, path: str | Path, keys: Iterable[str] | None = None) -> "ReplayBuffer":
+    def from_zarr(cls, path: str | Path, keys: Iterable[str] | None = None) -> ReplayBuffer:
         """Load ``keys`` (default: every ``data/`` array) of a zarr replay buffer into memory."""
         path = Path(path)
         if not path.exists():
@@ -53,8 +51,7 @@ class ReplayBuffer:
         except Exception as exc:  # zarr raises several types for a non-group path
             raise ReplayBufferError(f"'{path}' is not a readable zarr group: {exc}") from exc
         if "meta" not in root or "episode_ends" not in root["meta"]:
-            raise ReplayBufferError(
-                f"'{path}' has no 'meta/episode_ends' array: not a Diffusion Policy replay buffer")
+            raise ReplayBufferError(f"'{path}' has no 'meta/episode_ends' array: not a Diffusion Policy replay buffer")
         if "data" not in root:
             raise ReplayBufferError(f"'{path}' has no 'data' group: not a Diffusion Policy replay buffer")
         available = sorted(root["data"].keys())
@@ -75,12 +72,17 @@ class ReplayBuffer:
         compressor = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
         for key, value in self.data.items():
             chunks = (min(chunk_steps, max(len(value), 1)),) + value.shape[1:]
-            array = root.create_array(f"data/{key}", shape=value.shape, chunks=chunks,
-                                      dtype=value.dtype, compressors=compressor)
+            array = root.create_array(
+                f"data/{key}", shape=value.shape, chunks=chunks, dtype=value.dtype, compressors=compressor
+            )
             array[:] = value
-        ends = root.create_array("meta/episode_ends", shape=self.episode_ends.shape,
-                                 chunks=(max(len(self.episode_ends), 1),), dtype=np.int64,
-                                 compressors=compressor)
+        ends = root.create_array(
+            "meta/episode_ends",
+            shape=self.episode_ends.shape,
+            chunks=(max(len(self.episode_ends), 1),),
+            dtype=np.int64,
+            compressors=compressor,
+        )
         ends[:] = self.episode_ends
 
     # ------------------------------------------------------------- episodes
@@ -124,13 +126,13 @@ class ReplayBuffer:
         if length == 0:
             raise ReplayBufferError("cannot add an empty episode")
         if self.data and set(episode) != set(self.data):
-            raise ReplayBufferError(
-                f"episode keys {sorted(episode)} differ from buffer keys {sorted(self.data)}")
+            raise ReplayBufferError(f"episode keys {sorted(episode)} differ from buffer keys {sorted(self.data)}")
         # Check every key before touching any, so a rejected episode leaves the buffer intact.
         for key, value in episode.items():
             if key in self.data and value.shape[1:] != self.data[key].shape[1:]:
                 raise ReplayBufferError(
-                    f"'{key}' has per-step shape {value.shape[1:]}, buffer has {self.data[key].shape[1:]}")
+                    f"'{key}' has per-step shape {value.shape[1:]}, buffer has {self.data[key].shape[1:]}"
+                )
         for key, value in episode.items():
             if key in self.data:
                 self.data[key] = np.concatenate([self.data[key], value.astype(self.data[key].dtype)])
@@ -149,4 +151,5 @@ class ReplayBuffer:
         for key, value in self.data.items():
             if len(value) != total:
                 raise ReplayBufferError(
-                    f"{source}: data/{key} has {len(value)} steps but meta/episode_ends says {total}")
+                    f"{source}: data/{key} has {len(value)} steps but meta/episode_ends says {total}"
+                )

@@ -29,8 +29,9 @@ def split_episodes(n_episodes: int, val_ratio: float, seed: int) -> np.ndarray:
     return mask
 
 
-def window_indices(episode_ends: np.ndarray, horizon: int, pad_before: int, pad_after: int,
-                   episode_mask: np.ndarray | None = None) -> np.ndarray:
+def window_indices(
+    episode_ends: np.ndarray, horizon: int, pad_before: int, pad_after: int, episode_mask: np.ndarray | None = None
+) -> np.ndarray:
     """All windows of the selected episodes as rows ``[buffer_start, buffer_end,
     window_start, window_end]`` (int64). Pads are clamped to ``horizon - 1``."""
     if horizon < 1 or pad_before < 0 or pad_after < 0:
@@ -48,8 +49,7 @@ def window_indices(episode_ends: np.ndarray, horizon: int, pad_before: int, pad_
                 buffer_start = start + max(offset, 0)
                 buffer_end = start + min(offset + horizon, length)
                 window_start = buffer_start - (start + offset)
-                rows.append((buffer_start, buffer_end, window_start,
-                             window_start + buffer_end - buffer_start))
+                rows.append((buffer_start, buffer_end, window_start, window_start + buffer_end - buffer_start))
         start = int(end)
     return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
 
@@ -57,14 +57,20 @@ def window_indices(episode_ends: np.ndarray, horizon: int, pad_before: int, pad_
 class SequenceSampler:
     """Padded fixed-length windows of chosen keys from a :class:`ReplayBuffer`."""
 
-    def __init__(self, buffer: ReplayBuffer, horizon: int, pad_before: int = 0, pad_after: int = 0,
-                 keys: list[str] | None = None, episode_mask: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        buffer: ReplayBuffer,
+        horizon: int,
+        pad_before: int = 0,
+        pad_after: int = 0,
+        keys: list[str] | None = None,
+        episode_mask: np.ndarray | None = None,
+    ) -> None:
         lengths = buffer.episode_lengths
         if buffer.n_episodes == 0:
             raise ValueError("replay buffer has no episodes")
         if horizon > lengths.max():
-            raise ValueError(
-                f"horizon {horizon} is longer than every episode (longest has {lengths.max()} steps)")
+            raise ValueError(f"horizon {horizon} is longer than every episode (longest has {lengths.max()} steps)")
         self.keys = list(keys) if keys is not None else buffer.keys()
         missing = [k for k in self.keys if k not in buffer.data]
         if missing:

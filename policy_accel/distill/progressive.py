@@ -45,11 +45,19 @@ from tqdm.auto import tqdm
 
 from policy_accel.data.datasets import PushTDataset
 from policy_accel.model.conditional_unet1d import ConditionalUnet1D
-from policy_accel.policy.config import UnetConfig
+from policy_accel.model.config import UnetConfig
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
-from policy_accel.samplers.solvers import (DDIMSolver, StepSolver, VPredictionDDIMSolver, abar_at,
-                                           ddpm_scheduler_config, shared_schedule, trailing_grid)
+from policy_accel.samplers.solvers import (
+    DDIMSolver,
+    StepSolver,
+    VPredictionDDIMSolver,
+    abar_at,
+    ddpm_scheduler_config,
+    shared_schedule,
+    trailing_grid,
+)
 from policy_accel.samplers.student import StudentSampler, save_student, unet_from_policy_config
+
 
 @dataclass
 class DistillTarget:
@@ -69,16 +77,28 @@ class DistillTarget:
         return x
 
 
-def distillation_target(z: torch.Tensor, z_next: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor,
-                        alpha_next: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+def distillation_target(
+    z: torch.Tensor,
+    z_next: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    alpha_next: torch.Tensor,
+    sigma_next: torch.Tensor,
+) -> torch.Tensor:
     """The ``x`` for which one DDIM step from ``z`` (alpha, sigma) lands on ``z_next`` (alpha'', sigma'')."""
     ratio = sigma_next / sigma
     return (z_next - ratio * z) / (alpha_next - ratio * alpha)
 
 
-def student_loss(student: nn.Module, teacher: DistillTarget, x: torch.Tensor, cond: torch.Tensor,
-                 student_grid: torch.Tensor, alphas_cumprod: torch.Tensor,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def student_loss(
+    student: nn.Module,
+    teacher: DistillTarget,
+    x: torch.Tensor,
+    cond: torch.Tensor,
+    student_grid: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Truncated-SNR-weighted x-space loss of one batch (Salimans & Ho, Algorithm 2)."""
     batch = x.shape[0]
     n = len(student_grid) - 1
@@ -95,15 +115,16 @@ def student_loss(student: nn.Module, teacher: DistillTarget, x: torch.Tensor, co
     z_next = teacher.two_steps(z, 2 * k, cond)
     target = distillation_target(z, z_next, alpha, sigma, alpha_next, sigma_next)
     x_hat = alpha * z - sigma * student(z, t, cond)
-    weight = torch.clamp(alpha ** 2 / sigma ** 2, min=1.0)
+    weight = torch.clamp(alpha**2 / sigma**2, min=1.0)
     return (weight * (target - x_hat) ** 2).mean()
 
 
 def round_plan(start_steps: int, final_steps: int) -> list[int]:
     """Student step counts of each round: start/2, start/4, ..., final."""
     if start_steps & (start_steps - 1) or final_steps & (final_steps - 1) or not 1 <= final_steps < start_steps:
-        raise ValueError(f"start_steps ({start_steps}) and final_steps ({final_steps}) must be powers of two "
-                         "with final < start")
+        raise ValueError(
+            f"start_steps ({start_steps}) and final_steps ({final_steps}) must be powers of two with final < start"
+        )
     plan, n = [], start_steps // 2
     while n >= final_steps:
         plan.append(n)
@@ -134,18 +155,33 @@ def _load_finished_round(path: Path, unet: Mapping[str, Any]) -> ConditionalUnet
     finished = StudentSampler.from_file(path)
     found = dict(finished.policy_config["unet"])
     if not _same_unet(found, unet):
-        raise ValueError(f"'{path}' holds a student with U-Net {found}, but this run distils into {dict(unet)}; "
-                         "use another run_dir or the matching student_unet")
+        raise ValueError(
+            f"'{path}' holds a student with U-Net {found}, but this run distils into {dict(unet)}; "
+            "use another run_dir or the matching student_unet"
+        )
     return finished.network
 
 
-def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str | Path, *, start_steps: int = 64,
-            final_steps: int = 1, iterations: int = 2500, first_round_iterations: int | None = None,
-            batch_size: int = 256, lr: float = 1e-4, first_round_lr: float | None = None, ckpt_every: int = 500,
-            log_every: int = 100, seed: int = 0, student_unet: Mapping[str, Any] | None = None,
-            start_from: str | Path | None = None,
-            evaluate: Callable[[StudentSampler], dict[str, Any]] | None = None,
-            recipe: dict[str, Any] | None = None) -> list[Path]:
+def distill(
+    teacher_policy: DiffusionPolicy,
+    dataset: PushTDataset,
+    run_dir: str | Path,
+    *,
+    start_steps: int = 64,
+    final_steps: int = 1,
+    iterations: int = 2500,
+    first_round_iterations: int | None = None,
+    batch_size: int = 256,
+    lr: float = 1e-4,
+    first_round_lr: float | None = None,
+    ckpt_every: int = 500,
+    log_every: int = 100,
+    seed: int = 0,
+    student_unet: Mapping[str, Any] | None = None,
+    start_from: str | Path | None = None,
+    evaluate: Callable[[StudentSampler], dict[str, Any]] | None = None,
+    recipe: dict[str, Any] | None = None,
+) -> list[Path]:
     """Run (or resume) every round; returns the student checkpoint of each round.
 
     ``student_unet`` (optional) gives the students a U-Net size of their own (see the
@@ -158,23 +194,30 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
     run_dir.mkdir(parents=True, exist_ok=True)
     config = teacher_policy.config
     if config.dict_obs:
-        raise ValueError("distillation takes a low-dim teacher (array observations); this teacher observes "
-                         f"{list(config.obs_shapes or {})}")
+        raise ValueError(
+            "distillation takes a low-dim teacher (array observations); this teacher observes "
+            f"{list(config.obs_shapes or {})}"
+        )
     prediction = config.noise_scheduler.get("prediction_type", "epsilon")
     if prediction != "epsilon":
-        raise ValueError(f"distillation takes an epsilon-prediction teacher; this teacher's network predicts "
-                         f"'{prediction}' (noise_scheduler.prediction_type): sample it with ddim/picard instead")
+        raise ValueError(
+            f"distillation takes an epsilon-prediction teacher; this teacher's network predicts "
+            f"'{prediction}' (noise_scheduler.prediction_type): sample it with ddim/picard instead"
+        )
     if config.network != "unet" and student_unet is None and start_from is None:
-        raise ValueError(f"a '{config.network}' teacher has no U-Net weights to copy: set student_unet "
-                         "(e.g. student_unet.down_dims=[48,96,192])")
+        raise ValueError(
+            f"a '{config.network}' teacher has no U-Net weights to copy: set student_unet "
+            "(e.g. student_unet.down_dims=[48,96,192])"
+        )
     # the trailing grids below, whatever DDIM settings an imported checkpoint carries
     schedule = ddpm_scheduler_config(shared_schedule(config.noise_scheduler))
     device = teacher_policy.device  # the students train where the teacher lives
     alphas_cumprod = teacher_policy.noise_scheduler.alphas_cumprod.to(device)
     normalizer = teacher_policy.normalizer
     policy_config = config.to_dict()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed)
+    )
     pairs = training_pairs(loader, teacher_policy)
 
     wanted_unet, fresh_student = None, None
@@ -184,12 +227,15 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
     if start_from is not None:
         start = StudentSampler.from_file(start_from)
         if wanted_unet is not None and not _same_unet(start.policy_config["unet"], wanted_unet):
-            raise ValueError(f"start_from '{start_from}' has U-Net {dict(start.policy_config['unet'])}, not the "
-                             f"student_unet {wanted_unet}; pass the matching student_unet (or null)")
+            raise ValueError(
+                f"start_from '{start_from}' has U-Net {dict(start.policy_config['unet'])}, not the "
+                f"student_unet {wanted_unet}; pass the matching student_unet (or null)"
+            )
         start.check_compatible(config.obs_dim, config.n_obs_steps, config.horizon, config.action_dim, normalizer)
         if start.num_steps != start_steps:
-            raise ValueError(f"start_from '{start_from}' is a {start.num_steps}-step student, but start_steps is "
-                             f"{start_steps}")
+            raise ValueError(
+                f"start_from '{start_from}' is a {start.num_steps}-step student, but start_steps is {start_steps}"
+            )
         teacher = DistillTarget(start.network.to(device), start.solver)
         policy_config = {**policy_config, "unet": dict(start.policy_config["unet"])}
     else:
@@ -206,14 +252,35 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
         if out_path.exists():  # finished earlier: it becomes the next teacher
             student = _load_finished_round(out_path, policy_config["unet"]).to(device)
         else:
-            student = _train_round(teacher, grid, pairs, alphas_cumprod, run_dir, round_index, n,
-                                   first_round_iterations if first and first_round_iterations else iterations,
-                                   first_round_lr if first and first_round_lr else lr, ckpt_every, log_every, seed,
-                                   init=fresh_student if first else None)
-            save_student(student, normalizer, policy_config, grid, out_path,
-                         recipe={**(recipe or {}), "round": round_index, "teacher_steps": 2 * n})
-            record: dict[str, Any] = {"event": "round_done", "round": round_index, "steps": n,
-                                      "checkpoint": str(out_path)}
+            student = _train_round(
+                teacher,
+                grid,
+                pairs,
+                alphas_cumprod,
+                run_dir,
+                round_index,
+                n,
+                first_round_iterations if first and first_round_iterations else iterations,
+                first_round_lr if first and first_round_lr else lr,
+                ckpt_every,
+                log_every,
+                seed,
+                init=fresh_student if first else None,
+            )
+            save_student(
+                student,
+                normalizer,
+                policy_config,
+                grid,
+                out_path,
+                recipe={**(recipe or {}), "round": round_index, "teacher_steps": 2 * n},
+            )
+            record: dict[str, Any] = {
+                "event": "round_done",
+                "round": round_index,
+                "steps": n,
+                "checkpoint": str(out_path),
+            }
             if evaluate is not None:
                 record.update(evaluate(StudentSampler.from_file(out_path)))
             _log(run_dir, record)
@@ -223,9 +290,21 @@ def distill(teacher_policy: DiffusionPolicy, dataset: PushTDataset, run_dir: str
     return outputs
 
 
-def _train_round(teacher: DistillTarget, grid: torch.Tensor, pairs: Iterator[tuple[torch.Tensor, torch.Tensor]],
-                 alphas_cumprod: torch.Tensor, run_dir: Path, round_index: int, n: int, iterations: int,
-                 lr: float, ckpt_every: int, log_every: int, seed: int, init: nn.Module | None = None) -> nn.Module:
+def _train_round(
+    teacher: DistillTarget,
+    grid: torch.Tensor,
+    pairs: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    alphas_cumprod: torch.Tensor,
+    run_dir: Path,
+    round_index: int,
+    n: int,
+    iterations: int,
+    lr: float,
+    ckpt_every: int,
+    log_every: int,
+    seed: int,
+    init: nn.Module | None = None,
+) -> nn.Module:
     student = copy.deepcopy(init if init is not None else teacher.network).train()
     for parameter in student.parameters():
         parameter.requires_grad_(True)
@@ -238,16 +317,19 @@ def _train_round(teacher: DistillTarget, grid: torch.Tensor, pairs: Iterator[tup
             try:
                 student.load_state_dict(state["student"])
             except RuntimeError as exc:
-                raise ValueError(f"'{state_path}' holds a half-trained student of another U-Net than this run's; "
-                                 f"use another run_dir or the matching student_unet ({exc})") from exc
+                raise ValueError(
+                    f"'{state_path}' holds a half-trained student of another U-Net than this run's; "
+                    f"use another run_dir or the matching student_unet ({exc})"
+                ) from exc
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
             start = int(state["iteration"])
             _log(run_dir, {"event": "resume", "round": round_index, "iteration": start})
     generator = torch.Generator().manual_seed(seed + 1000 * round_index + start)
     began, window = time.time(), []
-    with tqdm(total=iterations, initial=start, desc=f"distill round {round_index} ({2 * n}->{n} steps)",
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=iterations, initial=start, desc=f"distill round {round_index} ({2 * n}->{n} steps)", dynamic_ncols=True
+    ) as bar:
         for iteration in range(start, iterations):
             x, cond = next(pairs)
             loss = student_loss(student, teacher, x, cond, grid, alphas_cumprod, generator)
@@ -262,15 +344,32 @@ def _train_round(teacher: DistillTarget, grid: torch.Tensor, pairs: Iterator[tup
             bar.update(1)
             done = iteration + 1
             if done % log_every == 0 or done == iterations:
-                _log(run_dir, {"event": "train", "round": round_index, "steps": n, "iteration": done,
-                               "loss": sum(window) / len(window), "lr": schedule.get_last_lr()[0],
-                               "wall_s": round(time.time() - began, 1)})
+                _log(
+                    run_dir,
+                    {
+                        "event": "train",
+                        "round": round_index,
+                        "steps": n,
+                        "iteration": done,
+                        "loss": sum(window) / len(window),
+                        "lr": schedule.get_last_lr()[0],
+                        "wall_s": round(time.time() - began, 1),
+                    },
+                )
                 bar.set_postfix(loss=f"{sum(window) / len(window):.4f}")
                 window = []
             if done % ckpt_every == 0 and done < iterations:
                 tmp = state_path.with_suffix(".tmp")
-                torch.save({"round": round_index, "iteration": done, "student": student.state_dict(),
-                            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, tmp)
+                torch.save(
+                    {
+                        "round": round_index,
+                        "iteration": done,
+                        "student": student.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
+                    },
+                    tmp,
+                )
                 tmp.replace(state_path)
     return student.eval()
 

@@ -21,15 +21,29 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from policy_accel.device import device_info
+from policy_accel.eval.metaworld_rollout import (
+    add_task_breakdown,
+    evaluate_metaworld,
+    is_metaworld_env,
+    metaworld_table,
+)
 from policy_accel.eval.report import _fmt, json_safe, machine_info
-from policy_accel.eval.metaworld_rollout import add_task_breakdown, evaluate_metaworld, is_metaworld_env, metaworld_table
 from policy_accel.eval.rollout import evaluate_policy
 from policy_accel.samplers import Sampler, build_sampler
 
-BENCH_COLUMNS = ("sampler", "episodes", "mean max reward ± CI95", "success", "chunk p50 / p95 / p99 ms",
-                 "per-action ms", "NFE/chunk", "rounds/chunk", "speed-up (latency)", "speed-up (rounds)")
-_CHUNK_WEIGHTED = ("nfe_per_chunk", "rounds_per_chunk", "final_error_mean", "frac_hit_deadline",
-                   "frac_not_converged")
+BENCH_COLUMNS = (
+    "sampler",
+    "episodes",
+    "mean max reward ± CI95",
+    "success",
+    "chunk p50 / p95 / p99 ms",
+    "per-action ms",
+    "NFE/chunk",
+    "rounds/chunk",
+    "speed-up (latency)",
+    "speed-up (rounds)",
+)
+_CHUNK_WEIGHTED = ("nfe_per_chunk", "rounds_per_chunk", "final_error_mean", "frac_hit_deadline", "frac_not_converged")
 
 
 class BenchSpecError(ValueError):
@@ -58,8 +72,9 @@ def _plain(spec: Any) -> dict[str, Any]:
     raise BenchSpecError(f"a benchmark sampler must be a name or a mapping, got {type(spec).__name__}")
 
 
-def prepare_samplers(policy: Any, specs: Sequence[Any], default_compile: bool | str = False
-                     ) -> tuple[list[BenchEntry], list[dict[str, Any]]]:
+def prepare_samplers(
+    policy: Any, specs: Sequence[Any], default_compile: bool | str = False
+) -> tuple[list[BenchEntry], list[dict[str, Any]]]:
     """Build every spec once; skip (and report why) entries whose weights are not there yet.
 
     Skipped: a spec whose ``checkpoint`` file does not exist (a student not distilled yet), and a
@@ -81,8 +96,10 @@ def prepare_samplers(policy: Any, specs: Sequence[Any], default_compile: bool | 
             raise BenchSpecError(f"sampler {spec}: warm_start must be true or false, got {warm_start!r}")
         compile_mode = spec.get("compile", default_compile)
         if not (isinstance(compile_mode, bool) or compile_mode in ("freeze", "inductor", "reduce-overhead")):
-            raise BenchSpecError(f"sampler {spec}: compile must be true, false, freeze, inductor or "
-                                 f"reduce-overhead, got {compile_mode!r}")
+            raise BenchSpecError(
+                f"sampler {spec}: compile must be true, false, freeze, inductor or "
+                f"reduce-overhead, got {compile_mode!r}"
+            )
         try:
             sampler = build_sampler(options, policy.config.noise_scheduler)
         except (ValueError, TypeError) as exc:
@@ -97,8 +114,9 @@ def prepare_samplers(policy: Any, specs: Sequence[Any], default_compile: bool | 
             raise BenchSpecError(f"sampler {spec}: {exc}") from exc
         finally:
             policy.set_sampler(previous)
-        suffix = ("+warm" if warm_start else "") + (f"+{compile_mode}" if isinstance(compile_mode, str) else
-                                                     "+compiled" if compile_mode else "")
+        suffix = ("+warm" if warm_start else "") + (
+            f"+{compile_mode}" if isinstance(compile_mode, str) else "+compiled" if compile_mode else ""
+        )
         label = str(spec.get("label") or (sampler.name + suffix))
         if any(e.label == label for e in entries):
             raise BenchSpecError(f"two benchmark samplers are both labelled '{label}'; give one a 'label'")
@@ -111,8 +129,13 @@ def _latency_summary(ms: Sequence[float]) -> dict[str, Any]:
         return {"p50": None, "p95": None, "p99": None, "mean": None, "n_chunks": 0}
     values = np.asarray(ms, dtype=float)
     p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(values.mean()),
-            "n_chunks": len(values)}
+    return {
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "mean": float(values.mean()),
+        "n_chunks": len(values),
+    }
 
 
 def _chunk_weighted(parts: Sequence[Mapping[str, Any]], key: str) -> float | None:
@@ -135,8 +158,9 @@ def merge_results(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     n_calls = sum(p["n_policy_calls"] for p in parts)
     policy_s = sum(p["policy_time_s"] for p in parts)
     n_pops = sum(p["n_policy_calls"] - p["latency_ms"]["n_chunks"] for p in parts)
-    pop_ms = sum((p["pop_latency_ms"]["mean"] or 0.0) * (p["n_policy_calls"] - p["latency_ms"]["n_chunks"])
-                 for p in parts)
+    pop_ms = sum(
+        (p["pop_latency_ms"]["mean"] or 0.0) * (p["n_policy_calls"] - p["latency_ms"]["n_chunks"]) for p in parts
+    )
     first = parts[0]
     return {
         "sampler": first["sampler"],
@@ -208,12 +232,22 @@ def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, A
     success_diff, success_ci = None, None
     if all("success" in ea and "success" in eb for ea, eb in pairs):
         success_diff, success_ci = _paired_mean_ci(
-            np.array([float(ea["success"]) - float(eb["success"]) for ea, eb in pairs]))
-    return {"a": a.get("label"), "b": b.get("label"), "n_seeds": len(pairs), "mean_diff": mean, "ci95": ci,
-            "a_better": int((diffs > 0).sum()), "b_better": int((diffs < 0).sum()), "ties": int((diffs == 0).sum()),
-            "a_clearly_better": ci is not None and mean - ci > 0,
-            "success_diff": success_diff, "success_ci95": success_ci,
-            "latency_ratio_b_over_a": _ratio(b["latency_ms"]["p50"], a["latency_ms"]["p50"])}
+            np.array([float(ea["success"]) - float(eb["success"]) for ea, eb in pairs])
+        )
+    return {
+        "a": a.get("label"),
+        "b": b.get("label"),
+        "n_seeds": len(pairs),
+        "mean_diff": mean,
+        "ci95": ci,
+        "a_better": int((diffs > 0).sum()),
+        "b_better": int((diffs < 0).sum()),
+        "ties": int((diffs == 0).sum()),
+        "a_clearly_better": ci is not None and mean - ci > 0,
+        "success_diff": success_diff,
+        "success_ci95": success_ci,
+        "latency_ratio_b_over_a": _ratio(b["latency_ms"]["p50"], a["latency_ms"]["p50"]),
+    }
 
 
 def _check_pairs(pairs: Sequence[Sequence[str]]) -> None:
@@ -222,8 +256,9 @@ def _check_pairs(pairs: Sequence[Sequence[str]]) -> None:
             raise BenchSpecError(f"a comparison must be a pair [label_a, label_b], got {pair!r}")
 
 
-def compare_pairs(results: Sequence[Mapping[str, Any]],
-                  pairs: Sequence[Sequence[str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def compare_pairs(
+    results: Sequence[Mapping[str, Any]], pairs: Sequence[Sequence[str]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Paired differences for each ``[label_a, label_b]``; pairs naming a sampler that is not
     in this run (e.g. its checkpoint was skipped) come back as notes, never silently dropped."""
     _check_pairs(pairs)
@@ -233,16 +268,26 @@ def compare_pairs(results: Sequence[Mapping[str, Any]],
         a, b = (str(x) for x in pair)
         missing = [x for x in (a, b) if x not in by_label]
         if missing:
-            notes.append({"pair": [a, b], "reason": f"no sampler labelled {missing} in this run; "
-                                                    f"labels: {sorted(by_label)}"})
+            notes.append(
+                {"pair": [a, b], "reason": f"no sampler labelled {missing} in this run; labels: {sorted(by_label)}"}
+            )
             continue
         comparisons.append(paired_difference(by_label[a], by_label[b]))
     return comparisons, notes
 
 
-def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Sequence[int], n_envs: int,
-                  max_steps: int, progress: bool = True, checkpoint: str | None = None,
-                  compare: Sequence[Sequence[str]] = (), compile: bool | str = False) -> dict[str, Any]:
+def run_benchmark(
+    policy: Any,
+    samplers: Sequence[Any],
+    env_cfg: Any,
+    seeds: Sequence[int],
+    n_envs: int,
+    max_steps: int,
+    progress: bool = True,
+    checkpoint: str | None = None,
+    compare: Sequence[Sequence[str]] = (),
+    compile: bool | str = False,
+) -> dict[str, Any]:
     """Every sampler on every seed batch (order rotated per batch), pooled per sampler.
 
     ``samplers`` are specs for :func:`build_sampler` (optionally with ``label``); the first
@@ -269,7 +314,7 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
     if not entries:
         raise ValueError("no sampler left to benchmark")
 
-    batches = [seeds[i: i + n_envs] for i in range(0, len(seeds), n_envs)]
+    batches = [seeds[i : i + n_envs] for i in range(0, len(seeds), n_envs)]
     parts: dict[str, list[dict[str, Any]]] = {e.label: [] for e in entries}
     orders: list[list[str]] = []
     evaluate = evaluate_metaworld if is_metaworld_env(env_cfg) else evaluate_policy  # Meta-World: every task per seed
@@ -281,9 +326,18 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
             for entry in order:
                 pbar.set_postfix_str(f"batch {index + 1}/{len(batches)} {entry.label}")
                 policy.compile(entry.compile)  # cached: switching backends costs nothing after the first
-                parts[entry.label].append(evaluate(policy, sampler=entry.sampler, env_cfg=env_cfg,
-                                                   seeds=batch, n_envs=n_envs, progress=False,
-                                                   max_steps=max_steps, warm_start=entry.warm_start))
+                parts[entry.label].append(
+                    evaluate(
+                        policy,
+                        sampler=entry.sampler,
+                        env_cfg=env_cfg,
+                        seeds=batch,
+                        n_envs=n_envs,
+                        progress=False,
+                        max_steps=max_steps,
+                        warm_start=entry.warm_start,
+                    )
+                )
                 pbar.update()
 
     results = []
@@ -291,18 +345,31 @@ def run_benchmark(policy: Any, samplers: Sequence[Any], env_cfg: Any, seeds: Seq
         result = merge_results(parts[entry.label])
         if "task" in result["episodes"][0]:  # Meta-World: success per task and their mean
             add_task_breakdown(result)
-        result.update(label=entry.label, sampler=entry.label, sampler_spec=entry.spec, compile=entry.compile,
-                      calibration=getattr(entry.sampler, "calibration", None))
+        result.update(
+            label=entry.label,
+            sampler=entry.label,
+            sampler_spec=entry.spec,
+            compile=entry.compile,
+            calibration=getattr(entry.sampler, "calibration", None),
+        )
         results.append(result)
     add_speedups(results)
     comparisons, comparison_notes = compare_pairs(results, compare)
     for note in comparison_notes:
         print(f"bench: no comparison {note['pair']}: {note['reason']}")
-    return {"results": results, "baseline": entries[0].label, "comparisons": comparisons,
-            "skipped": skipped + comparison_notes, "batch_orders": orders,
-            "machine": machine_info(), "device": device_info(policy.device), "seeds": seeds, "n_envs": n_envs,
-            "max_steps": max_steps,
-            "checkpoint": checkpoint}
+    return {
+        "results": results,
+        "baseline": entries[0].label,
+        "comparisons": comparisons,
+        "skipped": skipped + comparison_notes,
+        "batch_orders": orders,
+        "machine": machine_info(),
+        "device": device_info(policy.device),
+        "seeds": seeds,
+        "n_envs": n_envs,
+        "max_steps": max_steps,
+        "checkpoint": checkpoint,
+    }
 
 
 # ------------------------------------------------------------------ report
@@ -339,16 +406,35 @@ def _signed(value: float | None, ci: float | None) -> str:
 
 def comparison_table(comparisons: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table of seed-paired reward and success differences."""
-    header = ("A", "B", "seeds", "reward A - B ± CI95", "A better / B better / tie", "A clearly better",
-              "success A - B ± CI95", "latency B / A")
+    header = (
+        "A",
+        "B",
+        "seeds",
+        "reward A - B ± CI95",
+        "A better / B better / tie",
+        "A clearly better",
+        "success A - B ± CI95",
+        "latency B / A",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for c in comparisons:
         ratio = c.get("latency_ratio_b_over_a")
-        lines.append("| " + " | ".join([
-            str(c["a"]), str(c["b"]), str(c["n_seeds"]), _signed(c["mean_diff"], c.get("ci95")),
-            f"{c['a_better']} / {c['b_better']} / {c['ties']}", "yes" if c["a_clearly_better"] else "no",
-            _signed(c.get("success_diff"), c.get("success_ci95")),
-            f"{ratio:.2f}x" if ratio is not None else "n/a"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(c["a"]),
+                    str(c["b"]),
+                    str(c["n_seeds"]),
+                    _signed(c["mean_diff"], c.get("ci95")),
+                    f"{c['a_better']} / {c['b_better']} / {c['ties']}",
+                    "yes" if c["a_clearly_better"] else "no",
+                    _signed(c.get("success_diff"), c.get("success_ci95")),
+                    f"{ratio:.2f}x" if ratio is not None else "n/a",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -358,8 +444,10 @@ def _calibration_line(result: Mapping[str, Any]) -> str | None:
         return None
     rounds = ", ".join(f"w{w}: {r}" for w, r in cal.get("rounds", {}).items())
     cost = ", ".join(f"w{w}: {1e3 * s:.1f}" for w, s in cal.get("call_cost_s", {}).items())
-    return (f"- {result.get('label')}: window {cal.get('window')} (calibrated at batch {cal.get('batch_size')}); "
-            f"rounds per candidate {rounds}; ms per network call {cost}")
+    return (
+        f"- {result.get('label')}: window {cal.get('window')} (calibrated at batch {cal.get('batch_size')}); "
+        f"rounds per candidate {rounds}; ms per network call {cost}"
+    )
 
 
 def bench_markdown(report: Mapping[str, Any]) -> str:
@@ -367,18 +455,30 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
     seeds = list(report.get("seeds", []))
     calibrations = [line for r in report["results"] if (line := _calibration_line(r))]
     metaworld = any("per_task" in r for r in report["results"])
-    reward_note = ("" if metaworld else "Mean max reward is Diffusion Policy's coverage score with a "
-                   "normal-approximation CI95 (1.96 · std / √n). ")
+    reward_note = (
+        ""
+        if metaworld
+        else "Mean max reward is Diffusion Policy's coverage score with a normal-approximation CI95 (1.96 · std / √n). "
+    )
     lines = [
         "# Sampler benchmark",
         "",
         bench_table(report["results"]),
         "",
-        *(["## Meta-World success per task", "", metaworld_table(report["results"]), "",
-           "Success is the mean over tasks of each task's success rate; its CI95 is the normal approximation "
-           "(1.96 · sqrt(Σ p(1-p)/n) / tasks). One seed is one episode per task. Mean max reward above is "
-           "Meta-World's dense reward (0-10).", ""]
-          if metaworld else []),
+        *(
+            [
+                "## Meta-World success per task",
+                "",
+                metaworld_table(report["results"]),
+                "",
+                "Success is the mean over tasks of each task's success rate; its CI95 is the normal approximation "
+                "(1.96 · sqrt(Σ p(1-p)/n) / tasks). One seed is one episode per task. Mean max reward above is "
+                "Meta-World's dense reward (0-10).",
+                "",
+            ]
+            if metaworld
+            else []
+        ),
         f"Baseline: {report.get('baseline')}. Speed-up (latency) is the baseline's chunk-latency p50 "
         "over the sampler's on this machine; speed-up (rounds) is the ratio of sequential network "
         "calls per chunk, the latency ratio on an accelerator wide enough for a whole Picard window. "
@@ -386,20 +486,32 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"- checkpoint: {report.get('checkpoint')}",
         f"- seeds: {seeds[0]} … {seeds[-1]} ({len(seeds)} seeds), {report.get('n_envs')} envs per batch, "
-        f"max {report.get('max_steps')} steps" if seeds else "- seeds: none",
+        f"max {report.get('max_steps')} steps"
+        if seeds
+        else "- seeds: none",
     ]
     if report.get("comparisons"):
-        lines += ["", "## Paired comparisons", "", comparison_table(report["comparisons"]), "",
-                  "Reward and success-rate differences A - B over the same seeds (paired), with a "
-                  "normal-approximation CI95 of the per-seed differences; \"clearly\" means the whole reward "
-                  "CI95 lies above 0."]
+        lines += [
+            "",
+            "## Paired comparisons",
+            "",
+            comparison_table(report["comparisons"]),
+            "",
+            "Reward and success-rate differences A - B over the same seeds (paired), with a "
+            'normal-approximation CI95 of the per-seed differences; "clearly" means the whole reward '
+            "CI95 lies above 0.",
+        ]
     if calibrations:
         lines += ["", "## Picard window calibration", "", *calibrations]
     if report.get("skipped"):
         lines += ["", "## Skipped", ""]
         lines += [f"- {note.get('spec', note.get('pair'))}: {note['reason']}" for note in report["skipped"]]
     lines += ["", "## Machine", "", *[f"- {k}: {v}" for k, v in (report.get("machine") or {}).items()]]
-    lines += [f"- device: {v}" if k == "device" else f"- device {k}: {v}" for k, v in (report.get("device") or {}).items() if k != "torch"]
+    lines += [
+        f"- device: {v}" if k == "device" else f"- device {k}: {v}"
+        for k, v in (report.get("device") or {}).items()
+        if k != "torch"
+    ]
     if report.get("command"):
         lines += ["", "## Command", "", f"    {report['command']}"]
     return "\n".join(lines) + "\n"

@@ -27,8 +27,13 @@ def _busy(stop: Any) -> None:
 
 def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1000.0
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "max_ms": float(ms.max()), "mean_ms": float(ms.mean()), "n_chunks": int(len(ms))}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+        "mean_ms": float(ms.mean()),
+        "n_chunks": int(len(ms)),
+    }
 
 
 def chunk_latencies(policy: Any, obs_history: np.ndarray, chunks: int, budget_s: float) -> list[float]:
@@ -44,8 +49,14 @@ def chunk_latencies(policy: Any, obs_history: np.ndarray, chunks: int, budget_s:
     return times
 
 
-def latency_under_load(policy: Any, obs_history: np.ndarray, thread_counts: Sequence[int], competitors: int,
-                       chunks: int, budget_s: float = 60.0) -> list[dict[str, Any]]:
+def latency_under_load(
+    policy: Any,
+    obs_history: np.ndarray,
+    thread_counts: Sequence[int],
+    competitors: int,
+    chunks: int,
+    budget_s: float = 60.0,
+) -> list[dict[str, Any]]:
     """One row per (threads, load): p50/p99/max chunk ms, measured alone and with ``competitors`` busy processes."""
     rows = []
     for load in (0, competitors):
@@ -67,11 +78,15 @@ def latency_under_load(policy: Any, obs_history: np.ndarray, thread_counts: Sequ
 
 
 def load_test_markdown(rows: Sequence[dict[str, Any]], sampler: str) -> str:
-    lines = ["| sampler | torch threads | competing busy processes | chunk p50 ms | p99 ms | max ms | chunks |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| sampler | torch threads | competing busy processes | chunk p50 ms | p99 ms | max ms | chunks |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {sampler} | {r['threads']} | {r['competing_processes']} | {r['p50_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['n_chunks']} |")
+        lines.append(
+            f"| {sampler} | {r['threads']} | {r['competing_processes']} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['n_chunks']} |"
+        )
     return "\n".join(lines)
 
 

@@ -42,15 +42,21 @@ def family_mismatch(policy_config: Any, env_cfg: Any, checkpoint: Any = "the che
         except ValueError as exc:
             return f"env: {exc}"
     if policy_mw and not env_mw:
-        return (f"'{checkpoint}' is a Meta-World policy (obs_type '{policy_config.obs_type}') but the env is PushT; "
-                f"pass env=metaworld_mt10 (or env=metaworld env.task=TASK)")
+        return (
+            f"'{checkpoint}' is a Meta-World policy (obs_type '{policy_config.obs_type}') but the env is PushT; "
+            f"pass env=metaworld_mt10 (or env=metaworld env.task=TASK)"
+        )
     env_obs = env_cfg.get("obs_type") if hasattr(env_cfg, "get") else getattr(env_cfg, "obs_type", None)
     if policy_mw and env_mw and env_obs != policy_config.obs_type:
-        return (f"'{checkpoint}' observes '{policy_config.obs_type}' but the env gives '{env_obs}'; "
-                f"pass env.obs_type={policy_config.obs_type}")
+        return (
+            f"'{checkpoint}' observes '{policy_config.obs_type}' but the env gives '{env_obs}'; "
+            f"pass env.obs_type={policy_config.obs_type}"
+        )
     if env_mw and not policy_mw:
-        return (f"'{checkpoint}' is a PushT policy (obs_type '{policy_config.obs_type}', {policy_config.obs_dim} numbers) but the env "
-                f"is Meta-World; pass a Meta-World checkpoint, or env=pusht_{policy_config.obs_type}")
+        return (
+            f"'{checkpoint}' is a PushT policy (obs_type '{policy_config.obs_type}', {policy_config.obs_dim} numbers) but the env "
+            f"is Meta-World; pass a Meta-World checkpoint, or env=pusht_{policy_config.obs_type}"
+        )
     return None
 
 
@@ -58,23 +64,34 @@ def _make_envs(pairs: Sequence[tuple[str, int]], obs_type: str, max_steps: int) 
     import policy_accel.envs  # noqa: F401  (registers the gymnasium ids)
 
     def maker(task: str) -> Any:
-        return lambda: gym.make(METAWORLD_ENV_ID, task=task, obs_type=obs_type, terminate_on_success=True,
-                                max_episode_steps=max_steps)
+        return lambda: gym.make(
+            METAWORLD_ENV_ID, task=task, obs_type=obs_type, terminate_on_success=True, max_episode_steps=max_steps
+        )
 
-    return gym.vector.SyncVectorEnv([maker(task) for task, _ in pairs],
-                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    return gym.vector.SyncVectorEnv(
+        [maker(task) for task, _ in pairs], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+    )
 
 
-def _run_batch(policy: Any, pairs: Sequence[tuple[str, int]], obs_type: str, max_steps: int, timing: _Timing,
-               warm: bool, pbar: tqdm) -> list[dict[str, Any]]:
+def _run_batch(
+    policy: Any,
+    pairs: Sequence[tuple[str, int]],
+    obs_type: str,
+    max_steps: int,
+    timing: _Timing,
+    warm: bool,
+    pbar: tqdm,
+) -> list[dict[str, Any]]:
     """One episode per (task, seed) in parallel sub-envs until all have succeeded or timed out."""
     n = len(pairs)
     vec = _make_envs(pairs, obs_type, max_steps)
     try:
         space = vec.single_observation_space
         if not isinstance(space, gym.spaces.Box) or space.shape != (policy.config.obs_dim,):
-            raise ValueError(f"policy expects observations of {policy.config.obs_dim} numbers; Meta-World "
-                             f"obs_type '{obs_type}' gives {space}")
+            raise ValueError(
+                f"policy expects observations of {policy.config.obs_dim} numbers; Meta-World "
+                f"obs_type '{obs_type}' gives {space}"
+            )
         obs, _ = vec.reset(seed=[int(seed) for _, seed in pairs])
         if warm:  # throwaway chunk: first-call allocations and thread start-up are not latency
             policy.reset()
@@ -97,8 +114,16 @@ def _run_batch(policy: Any, pairs: Sequence[tuple[str, int]], obs_type: str, max
             pbar.update(int(finished.sum()))
     finally:
         vec.close()
-    return [{"task": task, "seed": int(seed), "success": bool(success[i]), "length": int(length[i]),
-             "max_reward": float(max_reward[i])} for i, (task, seed) in enumerate(pairs)]
+    return [
+        {
+            "task": task,
+            "seed": int(seed),
+            "success": bool(success[i]),
+            "length": int(length[i]),
+            "max_reward": float(max_reward[i]),
+        }
+        for i, (task, seed) in enumerate(pairs)
+    ]
 
 
 def _ci95(p: float, n: int) -> float | None:
@@ -117,8 +142,12 @@ def add_task_breakdown(result: dict[str, Any]) -> dict[str, Any]:
     for task in [t for t in MT10_TASKS if any(e["task"] == t for e in result["episodes"])]:
         episodes = [e for e in result["episodes"] if e["task"] == task]
         p = float(np.mean([e["success"] for e in episodes]))
-        per_task[task] = {"n_episodes": len(episodes), "success_rate": p, "ci95": _ci95(p, len(episodes)),
-                          "episode_length_mean": float(np.mean([e["length"] for e in episodes]))}
+        per_task[task] = {
+            "n_episodes": len(episodes),
+            "success_rate": p,
+            "ci95": _ci95(p, len(episodes)),
+            "episode_length_mean": float(np.mean([e["length"] for e in episodes])),
+        }
     rates = [v["success_rate"] for v in per_task.values()]
     variance = sum(v["success_rate"] * (1 - v["success_rate"]) / v["n_episodes"] for v in per_task.values())
     result["per_task"] = per_task
@@ -128,9 +157,18 @@ def add_task_breakdown(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def evaluate_metaworld(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int], n_envs: int | None = None,
-                       progress: bool = True, max_steps: int | None = None, record_video_episodes: int = 0,
-                       video_dir: str | Path | None = None, warm_start: bool | None = None) -> dict[str, Any]:
+def evaluate_metaworld(
+    policy: Any,
+    sampler: Any,
+    env_cfg: Any,
+    seeds: Sequence[int],
+    n_envs: int | None = None,
+    progress: bool = True,
+    max_steps: int | None = None,
+    record_video_episodes: int = 0,
+    video_dir: str | Path | None = None,
+    warm_start: bool | None = None,
+) -> dict[str, Any]:
     """Every task of ``env_cfg`` on every seed; the same JSON-able result as ``evaluate_policy``
     (so bench and reports pool and tabulate it alike) plus ``per_task`` success and ``success_ci95``.
 
@@ -148,8 +186,9 @@ def evaluate_metaworld(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[
     if obs_type not in OBS_TYPES:
         raise ValueError(f"unknown Meta-World obs_type '{obs_type}'; choose one of {sorted(OBS_TYPES)}")
     if obs_type != policy.config.obs_type:
-        raise ValueError(f"policy was trained on obs_type '{policy.config.obs_type}' but the env config gives "
-                         f"'{obs_type}'")
+        raise ValueError(
+            f"policy was trained on obs_type '{policy.config.obs_type}' but the env config gives '{obs_type}'"
+        )
     if max_steps is None:  # the env config's limit, as for PushT
         max_steps = env_cfg.get("max_episode_steps") if hasattr(env_cfg, "get") else None
     max_steps = int(max_steps if max_steps is not None else MAX_EPISODE_STEPS)
@@ -168,7 +207,7 @@ def evaluate_metaworld(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[
     try:
         with tqdm(total=len(pairs), desc=f"eval {name}", unit="ep", disable=not progress) as pbar:
             for start in range(0, len(pairs), n_envs):
-                batch = pairs[start: start + n_envs]
+                batch = pairs[start : start + n_envs]
                 episodes += _run_batch(policy, batch, obs_type, max_steps, timing, len(batch) not in warmed, pbar)
                 warmed.add(len(batch))
     finally:
@@ -177,9 +216,15 @@ def evaluate_metaworld(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[
 
     result = {
         **episode_summary(episodes, name, sampler, warm_started),
-        "env_id": METAWORLD_ENV_ID, "obs_type": obs_type, "max_steps": max_steps, "seeds": seeds,
+        "env_id": METAWORLD_ENV_ID,
+        "obs_type": obs_type,
+        "max_steps": max_steps,
+        "seeds": seeds,
         **timing_summary(timing),
-        "batch_size": n_envs, "batch_sizes": sorted(warmed), "wall_time_s": wall_s, "videos": [],
+        "batch_size": n_envs,
+        "batch_sizes": sorted(warmed),
+        "wall_time_s": wall_s,
+        "videos": [],
         "machine": machine_info(),
     }
     return add_task_breakdown(result)
@@ -192,20 +237,31 @@ def _short(task: str) -> str:
 def metaworld_table(results: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: one row per sampler, the task-averaged success ± CI95, latency, NFE, rounds, then per task."""
     tasks = [t for t in MT10_TASKS if any(t in (r.get("per_task") or {}) for r in results)]
-    head = ["sampler", "episodes", f"success ({len(tasks)}-task mean) ± CI95", "chunk p50 / p95 ms", "NFE/chunk",
-            "rounds/chunk", "speed-up latency / rounds", *(_short(t) for t in tasks)]
+    head = [
+        "sampler",
+        "episodes",
+        f"success ({len(tasks)}-task mean) ± CI95",
+        "chunk p50 / p95 ms",
+        "NFE/chunk",
+        "rounds/chunk",
+        "speed-up latency / rounds",
+        *(_short(t) for t in tasks),
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in results:
         lat = r.get("latency_ms") or {}
         ci = r.get("success_ci95")
         speed = [r.get("speedup_vs_baseline"), r.get("rounds_ratio_vs_baseline")]
         per = r.get("per_task") or {}
-        row = [str(r.get("label", r.get("sampler", "?"))), str(r.get("n_episodes", "?")),
-               f"{r['success_rate']:.3f}" + (f" ± {ci:.3f}" if ci is not None else ""),
-               " / ".join("n/a" if lat.get(k) is None else f"{lat[k]:.1f}" for k in ("p50", "p95")),
-               "n/a" if r.get("nfe_per_chunk") is None else f"{r['nfe_per_chunk']:.1f}",
-               "n/a" if r.get("rounds_per_chunk") is None else f"{r['rounds_per_chunk']:.1f}",
-               " / ".join("n/a" if s is None else f"{s:.2f}x" for s in speed),
-               *(f"{per[t]['success_rate']:.2f}" if t in per else "-" for t in tasks)]
+        row = [
+            str(r.get("label", r.get("sampler", "?"))),
+            str(r.get("n_episodes", "?")),
+            f"{r['success_rate']:.3f}" + (f" ± {ci:.3f}" if ci is not None else ""),
+            " / ".join("n/a" if lat.get(k) is None else f"{lat[k]:.1f}" for k in ("p50", "p95")),
+            "n/a" if r.get("nfe_per_chunk") is None else f"{r['nfe_per_chunk']:.1f}",
+            "n/a" if r.get("rounds_per_chunk") is None else f"{r['rounds_per_chunk']:.1f}",
+            " / ".join("n/a" if s is None else f"{s:.2f}x" for s in speed),
+            *(f"{per[t]['success_rate']:.2f}" if t in per else "-" for t in tasks),
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -28,33 +28,43 @@ def _identity(obs: Any) -> Any:
     return obs
 
 
-def make_obs_adapter(space: gym.Space, policy_config: Any, obs_type: str,
-                     obs_keys: Mapping[str, str] | None = None) -> ObsAdapter:
+def make_obs_adapter(
+    space: gym.Space, policy_config: Any, obs_type: str, obs_keys: Mapping[str, str] | None = None
+) -> ObsAdapter:
     """Check the env's observation space against the policy and return the converter of batched obs."""
     if obs_type != policy_config.obs_type:
-        raise ValueError(f"policy was trained on obs_type '{policy_config.obs_type}' but the env config gives "
-                         f"'{obs_type}' (pick {env_hint(policy_config)})")
+        raise ValueError(
+            f"policy was trained on obs_type '{policy_config.obs_type}' but the env config gives "
+            f"'{obs_type}' (pick {env_hint(policy_config)})"
+        )
     if not policy_config.dict_obs:
         if not isinstance(space, gym.spaces.Box) or space.shape != (policy_config.obs_dim,):
-            raise ValueError(f"policy expects flat observations of size {policy_config.obs_dim}; env obs_type "
-                             f"'{obs_type}' gives {space}")
+            raise ValueError(
+                f"policy expects flat observations of size {policy_config.obs_dim}; env obs_type "
+                f"'{obs_type}' gives {space}"
+            )
         return _identity
     if not isinstance(space, gym.spaces.Dict):
-        raise ValueError(f"policy observes a dict {list(policy_config.obs_shapes)} but env obs_type '{obs_type}' "
-                         f"gives {space}")
+        raise ValueError(
+            f"policy observes a dict {list(policy_config.obs_shapes)} but env obs_type '{obs_type}' gives {space}"
+        )
     mapping = {key: str((obs_keys or {}).get(key, key)) for key in policy_config.obs_shapes}
     converters: dict[str, tuple[str, bool]] = {}
     for key, entry in policy_config.obs_shapes.items():
         env_key, shape = mapping[key], tuple(int(d) for d in entry["shape"])
         if env_key not in space.spaces:
-            raise ValueError(f"policy key '{key}' reads env key '{env_key}', which the env does not give "
-                             f"(env keys {list(space.spaces)}; set env.obs_keys)")
+            raise ValueError(
+                f"policy key '{key}' reads env key '{env_key}', which the env does not give "
+                f"(env keys {list(space.spaces)}; set env.obs_keys)"
+            )
         env_shape = tuple(space.spaces[env_key].shape)
         image = entry["type"] == "rgb"
         got = (env_shape[-1], *env_shape[:-1]) if image and len(env_shape) == 3 else env_shape
         if got != shape:
-            raise ValueError(f"policy key '{key}' expects {shape} but env key '{env_key}' gives {env_shape}"
-                             f"{' (channels last)' if image else ''}")
+            raise ValueError(
+                f"policy key '{key}' expects {shape} but env key '{env_key}' gives {env_shape}"
+                f"{' (channels last)' if image else ''}"
+            )
         converters[key] = (env_key, image)
 
     def adapt(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:

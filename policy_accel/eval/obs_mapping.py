@@ -18,8 +18,10 @@ PUSHT_ENV_ID = "policy_accel/PushT-v0"
 LEROBOT_OBS_TYPE = "lerobot"  # DiffusionPolicyConfig.obs_type of a loaded LeRobot folder
 IMAGE_KEY, STATE_KEY, ENV_STATE_KEY = "observation.image", "observation.state", "observation.environment_state"
 N_KEYPOINT_VALUES, AGENT_DIM = 18, 2
-PUSHT_PROVIDES = (f"{IMAGE_KEY} (3, S, S) rendered at any size S, {STATE_KEY} ({AGENT_DIM},) agent position, "
-                  f"{ENV_STATE_KEY} ({N_KEYPOINT_VALUES},) block keypoints (without an image)")
+PUSHT_PROVIDES = (
+    f"{IMAGE_KEY} (3, S, S) rendered at any size S, {STATE_KEY} ({AGENT_DIM},) agent position, "
+    f"{ENV_STATE_KEY} ({N_KEYPOINT_VALUES},) block keypoints (without an image)"
+)
 
 
 @dataclass
@@ -40,8 +42,9 @@ def pusht_plan(obs_shapes: Mapping[str, Mapping[str, Any]], env_id: str = PUSHT_
     """The PushT obs type, env options and observation renaming that give a policy its features."""
     shapes = {k: tuple(int(d) for d in v["shape"]) for k, v in obs_shapes.items()}
     if env_id != PUSHT_ENV_ID:
-        raise ValueError(f"a policy observing LeRobot features {list(shapes)} runs on PushT ({PUSHT_ENV_ID}), "
-                         f"not '{env_id}'")
+        raise ValueError(
+            f"a policy observing LeRobot features {list(shapes)} runs on PushT ({PUSHT_ENV_ID}), not '{env_id}'"
+        )
     image = shapes.get(IMAGE_KEY)
     missing = []
     for key, shape in shapes.items():
@@ -54,9 +57,11 @@ def pusht_plan(obs_shapes: Mapping[str, Mapping[str, Any]], env_id: str = PUSHT_
         elif key not in (IMAGE_KEY, STATE_KEY, ENV_STATE_KEY):
             missing.append(f"{key} {shape}")
     if missing:
-        raise ValueError(f"no environment of this project provides the policy's features {missing}; "
-                         f"PushT provides {PUSHT_PROVIDES}")
+        raise ValueError(
+            f"no environment of this project provides the policy's features {missing}; PushT provides {PUSHT_PROVIDES}"
+        )
     if image is not None:
+
         def from_pixels(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
             out = {IMAGE_KEY: np.moveaxis(np.asarray(obs["pixels"], dtype=np.float32) / 255.0, -1, -3)}
             if STATE_KEY in shapes:
@@ -67,7 +72,7 @@ def pusht_plan(obs_shapes: Mapping[str, Mapping[str, Any]], env_id: str = PUSHT_
 
     def from_keypoints(obs: Any) -> dict[str, np.ndarray]:
         values = np.asarray(obs, dtype=np.float32)  # (..., 18 keypoint values then the agent's x, y)
-        out = {STATE_KEY: values[..., N_KEYPOINT_VALUES:N_KEYPOINT_VALUES + AGENT_DIM]}
+        out = {STATE_KEY: values[..., N_KEYPOINT_VALUES : N_KEYPOINT_VALUES + AGENT_DIM]}
         if ENV_STATE_KEY in shapes:
             out[ENV_STATE_KEY] = values[..., :N_KEYPOINT_VALUES]
         return out

@@ -24,8 +24,11 @@ def _label(result: Mapping[str, Any]) -> str:
 def pareto_front(results: Sequence[Mapping[str, Any]]) -> list[int]:
     """Indices of results no other result dominates (latency p50 <= and reward >=, one strictly),
     sorted by latency. Results without a latency are left out."""
-    points = [(i, r["latency_ms"]["p50"], r["mean_max_reward"]) for i, r in enumerate(results)
-              if (r.get("latency_ms") or {}).get("p50") is not None]
+    points = [
+        (i, r["latency_ms"]["p50"], r["mean_max_reward"])
+        for i, r in enumerate(results)
+        if (r.get("latency_ms") or {}).get("p50") is not None
+    ]
 
     def dominated(lat: float, reward: float) -> bool:
         return any(l2 <= lat and r2 >= reward and (l2 < lat or r2 > reward) for _, l2, r2 in points)
@@ -51,12 +54,23 @@ def plot_reward_vs_latency(results: Sequence[Mapping[str, Any]], path: str | Pat
         latency, index = result["latency_ms"]["p50"], rank[id(result)]
         ax.errorbar(latency, result["mean_max_reward"], yerr=result.get("ci95") or 0.0, fmt="o", capsize=3)
         # Alternate above/below along x so neighbours (a sampler and its Picard twin) stay readable.
-        ax.annotate(_label(result), (latency, result["mean_max_reward"]), textcoords="offset points",
-                    xytext=(5, 6 if index % 2 == 0 else -12), fontsize=8)
+        ax.annotate(
+            _label(result),
+            (latency, result["mean_max_reward"]),
+            textcoords="offset points",
+            xytext=(5, 6 if index % 2 == 0 else -12),
+            fontsize=8,
+        )
     front = pareto_front(results)
     if front:
-        ax.plot([results[i]["latency_ms"]["p50"] for i in front], [results[i]["mean_max_reward"] for i in front],
-                "--", color="0.4", drawstyle="steps-post", label="Pareto front")
+        ax.plot(
+            [results[i]["latency_ms"]["p50"] for i in front],
+            [results[i]["mean_max_reward"] for i in front],
+            "--",
+            color="0.4",
+            drawstyle="steps-post",
+            label="Pareto front",
+        )
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(_PLAIN)

@@ -36,8 +36,13 @@ class TimedDenoiser:
         return out
 
 
-def profile_samplers(policy: Any, samplers: Sequence[Any], conds: Sequence[torch.Tensor], repeats: int = 3,
-                     windows: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)) -> dict[str, Any]:
+def profile_samplers(
+    policy: Any,
+    samplers: Sequence[Any],
+    conds: Sequence[torch.Tensor],
+    repeats: int = 3,
+    windows: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+) -> dict[str, Any]:
     """Per sampler: median chunk ms, network ms, overhead ms, rounds and rows per chunk over
     ``conds`` (each (1, cond_dim), normalised), best of ``repeats``; plus the cost curve."""
     shape = (1, policy.config.horizon, policy.config.action_dim)
@@ -62,27 +67,40 @@ def profile_samplers(policy: Any, samplers: Sequence[Any], conds: Sequence[torch
             outside.append(best[0] - best[1])
             rounds.append(best[2])
             evaluated.append(best[3])
-        rows.append({
-            "sampler": sampler.name, "spec": spec if isinstance(spec, (str, dict)) else str(spec),
-            "chunk_ms": 1e3 * statistics.median(totals), "network_ms": 1e3 * statistics.median(network),
-            "overhead_ms": 1e3 * statistics.median(outside), "rounds": statistics.mean(rounds),
-            "rows": statistics.mean(evaluated),
-            "window": getattr(sampler, "calibration", None) and sampler.calibration["window"],
-        })
-    return {"call_cost_ms": {w: 1e3 * s for w, s in curve.items()}, "samplers": rows,
-            "threads": torch.get_num_threads(), "n_conds": len(conds)}
+        rows.append(
+            {
+                "sampler": sampler.name,
+                "spec": spec if isinstance(spec, (str, dict)) else str(spec),
+                "chunk_ms": 1e3 * statistics.median(totals),
+                "network_ms": 1e3 * statistics.median(network),
+                "overhead_ms": 1e3 * statistics.median(outside),
+                "rounds": statistics.mean(rounds),
+                "rows": statistics.mean(evaluated),
+                "window": getattr(sampler, "calibration", None) and sampler.calibration["window"],
+            }
+        )
+    return {
+        "call_cost_ms": {w: 1e3 * s for w, s in curve.items()},
+        "samplers": rows,
+        "threads": torch.get_num_threads(),
+        "n_conds": len(conds),
+    }
 
 
 def profile_markdown(report: dict[str, Any]) -> str:
     curve = report["call_cost_ms"]
-    lines = ["| rows per call | " + " | ".join(str(w) for w in curve) + " |",
-             "| --- |" + " --- |" * len(curve),
-             "| ms per call | " + " | ".join(f"{v:.2f}" for v in curve.values()) + " |",
-             "| vs 1 row | " + " | ".join(f"{v / curve[min(curve)]:.1f}x" for v in curve.values()) + " |",
-             "",
-             "| sampler | chunk ms | in network ms | outside network ms | rounds | rows evaluated | window |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| rows per call | " + " | ".join(str(w) for w in curve) + " |",
+        "| --- |" + " --- |" * len(curve),
+        "| ms per call | " + " | ".join(f"{v:.2f}" for v in curve.values()) + " |",
+        "| vs 1 row | " + " | ".join(f"{v / curve[min(curve)]:.1f}x" for v in curve.values()) + " |",
+        "",
+        "| sampler | chunk ms | in network ms | outside network ms | rounds | rows evaluated | window |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in report["samplers"]:
-        lines.append(f"| {row['sampler']} | {row['chunk_ms']:.1f} | {row['network_ms']:.1f} | "
-                     f"{row['overhead_ms']:.1f} | {row['rounds']:.1f} | {row['rows']:.0f} | {row['window'] or ''} |")
+        lines.append(
+            f"| {row['sampler']} | {row['chunk_ms']:.1f} | {row['network_ms']:.1f} | "
+            f"{row['overhead_ms']:.1f} | {row['rounds']:.1f} | {row['rows']:.0f} | {row['window'] or ''} |"
+        )
     return "\n".join(lines)

@@ -22,10 +22,10 @@ import numpy as np
 from shapely.geometry import Polygon
 from tqdm import tqdm
 
+from policy_accel.data.replay_buffer import ReplayBuffer
 from policy_accel.envs.pusht import PushTEnv
 from policy_accel.envs.pusht.geometry import TEE_POLYS, coverage
 from policy_accel.envs.pusht.pusht_env import SUCCESS_THRESHOLD
-from policy_accel.data.replay_buffer import ReplayBuffer
 
 Order = Literal["angle-first", "position-first"]
 ORDERS: tuple[str, ...] = ("angle-first", "position-first")
@@ -71,8 +71,9 @@ class EpisodeReplay:
     recorded_max_reward: float
 
 
-def replay_episode(env: PushTEnv, states: np.ndarray, actions: np.ndarray, order: Order = "angle-first",
-                   index: int = 0) -> EpisodeReplay:
+def replay_episode(
+    env: PushTEnv, states: np.ndarray, actions: np.ndarray, order: Order = "angle-first", index: int = 0
+) -> EpisodeReplay:
     """Replay one episode open loop and compare the block position with the record.
 
     Rewards are taken over the states the replay reaches (recorded states 1 .. L-1)
@@ -111,8 +112,9 @@ def _stats(values: list[float]) -> dict[str, float | int | None]:
     return {"median": float(np.median(finite)), "p90": float(np.percentile(finite, 90)), "n": len(finite)}
 
 
-def replay_demos(path: str | Path, episodes: int | None = None, order: Order = "angle-first",
-                 progress: bool = True) -> dict[str, Any]:
+def replay_demos(
+    path: str | Path, episodes: int | None = None, order: Order = "angle-first", progress: bool = True
+) -> dict[str, Any]:
     """Replay the first ``episodes`` (default all) episodes of a zarr replay buffer.
 
     Returns a JSON-ready report: error statistics (pixels) after 10 and 50 actions and

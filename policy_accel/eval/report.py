@@ -17,8 +17,17 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-COLUMNS = ("sampler", "episodes", "mean max reward ± CI95", "success", "chunk p50 / p95 / p99 ms",
-           "per-action ms", "NFE/chunk", "rounds/chunk", "batch")
+COLUMNS = (
+    "sampler",
+    "episodes",
+    "mean max reward ± CI95",
+    "success",
+    "chunk p50 / p95 / p99 ms",
+    "per-action ms",
+    "NFE/chunk",
+    "rounds/chunk",
+    "batch",
+)
 
 
 def machine_info() -> dict[str, Any]:
@@ -88,8 +97,12 @@ def _markdown_report(result: Mapping[str, Any]) -> str:
         markdown_table([result]),
         "",
         *_per_task_lines(result),
-        ("Mean max reward is Meta-World's dense reward (0-10)" if result.get("per_task")
-         else "Mean max reward is Diffusion Policy's coverage score") + "; CI95 is the normal approximation "
+        (
+            "Mean max reward is Meta-World's dense reward (0-10)"
+            if result.get("per_task")
+            else "Mean max reward is Diffusion Policy's coverage score"
+        )
+        + "; CI95 is the normal approximation "
         "(1.96 · std / √n). Chunk latency is one batched policy call that planned a new chunk; "
         "per-action ms is total policy time divided by batched control steps.",
         "",
@@ -115,9 +128,15 @@ def _per_task_lines(result: Mapping[str, Any]) -> list[str]:
         return []
     from policy_accel.eval.metaworld_rollout import metaworld_table
 
-    return ["## Success per task (Meta-World)", "", metaworld_table([result]), "",
-            "Success is the mean over tasks of each task's rate, CI95 by the normal approximation; "
-            "mean max reward above is Meta-World's dense reward (0-10).", ""]
+    return [
+        "## Success per task (Meta-World)",
+        "",
+        metaworld_table([result]),
+        "",
+        "Success is the mean over tasks of each task's rate, CI95 by the normal approximation; "
+        "mean max reward above is Meta-World's dense reward (0-10).",
+        "",
+    ]
 
 
 def json_safe(value: Any) -> Any:

@@ -62,8 +62,7 @@ def _percentiles_ms(seconds: Sequence[float]) -> dict[str, Any]:
         return {"p50": None, "p95": None, "p99": None, "mean": None, "n_chunks": 0}
     ms = np.asarray(seconds) * 1e3
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(ms.mean()),
-            "n_chunks": len(ms)}
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(ms.mean()), "n_chunks": len(ms)}
 
 
 def _make_envs(env_id: str, obs_type: str, n: int, max_steps: int, **env_kwargs: Any) -> gym.vector.SyncVectorEnv:
@@ -108,9 +107,16 @@ def _timed_call(policy: Any, obs: np.ndarray, timing: _Timing) -> np.ndarray:
     return np.asarray(action)
 
 
-def _run_batch(policy: Any, vec: gym.vector.SyncVectorEnv, seeds: Sequence[int], timing: _Timing,
-               record: Sequence[bool], warm: bool, pbar: tqdm,
-               adapt: ObsAdapter | None = None) -> tuple[list[dict[str, Any]], list[list[np.ndarray]]]:
+def _run_batch(
+    policy: Any,
+    vec: gym.vector.SyncVectorEnv,
+    seeds: Sequence[int],
+    timing: _Timing,
+    record: Sequence[bool],
+    warm: bool,
+    pbar: tqdm,
+    adapt: ObsAdapter | None = None,
+) -> tuple[list[dict[str, Any]], list[list[np.ndarray]]]:
     """Run one episode per seed in parallel sub-envs until all have terminated or truncated.
 
     ``adapt`` turns the env's batched observation into the policy's (dict policies: key names, image layout)."""
@@ -145,21 +151,36 @@ def _run_batch(policy: Any, vec: gym.vector.SyncVectorEnv, seeds: Sequence[int],
         finished = active & (terminated | truncated)
         done |= finished
         pbar.update(int(finished.sum()))
-    episodes = [{"seed": int(s), "max_reward": float(max_reward[i]), "success": bool(success[i]),
-                 "length": int(length[i]), "max_coverage": float(max_coverage[i])}
-                for i, s in enumerate(seeds)]
+    episodes = [
+        {
+            "seed": int(s),
+            "max_reward": float(max_reward[i]),
+            "success": bool(success[i]),
+            "length": int(length[i]),
+            "max_coverage": float(max_coverage[i]),
+        }
+        for i, s in enumerate(seeds)
+    ]
     return episodes, actions
 
 
-def _save_video(env_id: str, obs_type: str, render_size: int, max_steps: int, episode: Mapping[str, Any],
-                actions: Sequence[np.ndarray], path: Path) -> Path:
+def _save_video(
+    env_id: str,
+    obs_type: str,
+    render_size: int,
+    max_steps: int,
+    episode: Mapping[str, Any],
+    actions: Sequence[np.ndarray],
+    path: Path,
+) -> Path:
     """Replay an episode's exact actions in a rendering env (physics is deterministic) as a GIF."""
     from PIL import Image
 
     import policy_accel.envs  # noqa: F401  (registers the gymnasium ids)
 
-    env = gym.make(env_id, obs_type=obs_type, max_episode_steps=max_steps, render_mode="rgb_array",
-                   render_size=render_size)
+    env = gym.make(
+        env_id, obs_type=obs_type, max_episode_steps=max_steps, render_mode="rgb_array", render_size=render_size
+    )
     try:
         env.reset(seed=episode["seed"])
         frames = [env.render()]
@@ -172,8 +193,11 @@ def _save_video(env_id: str, obs_type: str, render_size: int, max_steps: int, ep
     finally:
         env.close()
     if not math.isclose(replay_max, episode["max_reward"], abs_tol=1e-9):
-        warnings.warn(f"video replay of seed {episode['seed']} diverged (max reward {replay_max:.4f} "
-                      f"vs {episode['max_reward']:.4f})", stacklevel=2)
+        warnings.warn(
+            f"video replay of seed {episode['seed']} diverged (max reward {replay_max:.4f} "
+            f"vs {episode['max_reward']:.4f})",
+            stacklevel=2,
+        )
     images = [Image.fromarray(frame) for frame in frames]
     path.parent.mkdir(parents=True, exist_ok=True)
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
@@ -188,8 +212,13 @@ def _finite_mean(values: Sequence[float]) -> float | None:
 
 def _summarise_stats(stats: Sequence[SampleStats]) -> dict[str, Any]:
     if not stats:
-        return {"nfe_per_chunk": None, "rounds_per_chunk": None, "final_error_mean": None,
-                "frac_hit_deadline": None, "frac_not_converged": None}
+        return {
+            "nfe_per_chunk": None,
+            "rounds_per_chunk": None,
+            "final_error_mean": None,
+            "frac_hit_deadline": None,
+            "frac_not_converged": None,
+        }
     return {
         "nfe_per_chunk": float(np.mean([s.nfe for s in stats])),
         "rounds_per_chunk": float(np.mean([s.rounds for s in stats])),
@@ -199,9 +228,18 @@ def _summarise_stats(stats: Sequence[SampleStats]) -> dict[str, Any]:
     }
 
 
-def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int], n_envs: int | None = None,
-                    progress: bool = True, max_steps: int | None = None, record_video_episodes: int = 0,
-                    video_dir: str | Path | None = None, warm_start: bool | None = None) -> dict[str, Any]:
+def evaluate_policy(
+    policy: Any,
+    sampler: Any,
+    env_cfg: Any,
+    seeds: Sequence[int],
+    n_envs: int | None = None,
+    progress: bool = True,
+    max_steps: int | None = None,
+    record_video_episodes: int = 0,
+    video_dir: str | Path | None = None,
+    warm_start: bool | None = None,
+) -> dict[str, Any]:
     """One episode per seed; returns a JSON-able dict of task scores, latencies and machine facts.
 
     ``sampler`` is a spec for ``policy.set_sampler`` (``None``: keep the policy's own); the
@@ -240,14 +278,20 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
     try:
         with tqdm(total=len(seeds), desc=f"eval {name}", unit="ep", disable=not progress) as pbar:
             for start in range(0, len(seeds), n_envs):
-                batch = seeds[start: start + n_envs]
+                batch = seeds[start : start + n_envs]
                 vec = _make_envs(env_id, obs_type, len(batch), max_steps, **(plan.env_kwargs if plan else {}))
                 try:
-                    adapt = plan.adapt if plan is not None else make_obs_adapter(
-                        vec.single_observation_space, policy.config, obs_type, _cfg_value(env_cfg, "obs_keys"))
+                    adapt = (
+                        plan.adapt
+                        if plan is not None
+                        else make_obs_adapter(
+                            vec.single_observation_space, policy.config, obs_type, _cfg_value(env_cfg, "obs_keys")
+                        )
+                    )
                     record = [start + i < n_video for i in range(len(batch))]
-                    batch_episodes, actions = _run_batch(policy, vec, batch, timing, record,
-                                                         warm=len(batch) not in warmed, pbar=pbar, adapt=adapt)
+                    batch_episodes, actions = _run_batch(
+                        policy, vec, batch, timing, record, warm=len(batch) not in warmed, pbar=pbar, adapt=adapt
+                    )
                 finally:
                     vec.close()
                 warmed.add(len(batch))
@@ -257,9 +301,20 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
         restore()
     wall_s = time.perf_counter() - wall_start
 
-    videos = [str(_save_video(env_id, obs_type, render_size, max_steps, episodes[i], recorded[i],
-                              Path(video_dir) / f"episode{i:03d}_seed{episodes[i]['seed']}.gif"))
-              for i in range(n_video)]
+    videos = [
+        str(
+            _save_video(
+                env_id,
+                obs_type,
+                render_size,
+                max_steps,
+                episodes[i],
+                recorded[i],
+                Path(video_dir) / f"episode{i:03d}_seed{episodes[i]['seed']}.gif",
+            )
+        )
+        for i in range(n_video)
+    ]
     return {
         **episode_summary(episodes, name, sampler, warm_started),
         "env_id": env_id,
@@ -276,8 +331,9 @@ def evaluate_policy(policy: Any, sampler: Any, env_cfg: Any, seeds: Sequence[int
     }
 
 
-def episode_summary(episodes: Sequence[Mapping[str, Any]], name: str, sampler: Any,
-                    warm_started: bool) -> dict[str, Any]:
+def episode_summary(
+    episodes: Sequence[Mapping[str, Any]], name: str, sampler: Any, warm_started: bool
+) -> dict[str, Any]:
     """Reward statistics of an evaluation's episodes, with the sampler that produced them."""
     rewards = np.array([e["max_reward"] for e in episodes])
     n = len(rewards)

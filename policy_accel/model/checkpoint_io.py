@@ -21,8 +21,9 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or does not fit the model."""
 
 
-def write_checkpoint(tensors: Mapping[str, torch.Tensor], path: str | Path, file_format: str,
-                     config: Mapping[str, Any], **metadata: Any) -> Path:
+def write_checkpoint(
+    tensors: Mapping[str, torch.Tensor], path: str | Path, file_format: str, config: Mapping[str, Any], **metadata: Any
+) -> Path:
     """Atomically write ``tensors`` with ``format``, ``config`` and extra JSON metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,8 +35,9 @@ def write_checkpoint(tensors: Mapping[str, torch.Tensor], path: str | Path, file
     return path
 
 
-def read_checkpoint(path: str | Path, file_format: str | tuple[str, ...]
-                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+def read_checkpoint(
+    path: str | Path, file_format: str | tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """``(tensors, config, other_metadata)`` of a checkpoint of one of the given formats."""
     path = Path(path)
     formats = (file_format,) if isinstance(file_format, str) else tuple(file_format)
@@ -48,8 +50,9 @@ def read_checkpoint(path: str | Path, file_format: str | tuple[str, ...]
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"'{path}' is not a readable safetensors checkpoint: {exc}") from exc
     if metadata.get("format") not in formats or "config" not in metadata:
-        raise CheckpointError(f"'{path}' is not a {' or '.join(formats)} checkpoint "
-                              f"(its metadata format is {metadata.get('format')!r})")
+        raise CheckpointError(
+            f"'{path}' is not a {' or '.join(formats)} checkpoint (its metadata format is {metadata.get('format')!r})"
+        )
     try:
         decoded = {key: json.loads(value) for key, value in metadata.items() if key != "format"}
     except json.JSONDecodeError as exc:
@@ -64,11 +67,13 @@ def load_state_checked(module: torch.nn.Module, tensors: Mapping[str, torch.Tens
     own = module.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
-    mismatched = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    mismatched = [
+        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in tensors and tensors[k].shape != own[k].shape
+    ]
     problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatches", mismatched)):
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
         if items:
             problems.append(f"{label} {items[:8]}{' ...' if len(items) > 8 else ''}")
     if problems:

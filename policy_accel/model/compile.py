@@ -74,8 +74,14 @@ def _one_more_row(value: Any) -> Any:
     return torch.cat([value, value[:1]])
 
 
-def compile_module(module: nn.Module, mode: str, example: tuple[Any, ...], what: str = "denoiser",
-                   announce: bool = True, check_atol: float = 1e-4) -> Callable[..., torch.Tensor]:
+def compile_module(
+    module: nn.Module,
+    mode: str,
+    example: tuple[Any, ...],
+    what: str = "denoiser",
+    announce: bool = True,
+    check_atol: float = 1e-4,
+) -> Callable[..., torch.Tensor]:
     """Compile ``module`` with ``mode``; run it on ``example`` (and on one more row) so compilation happens
     now, announce how long it took, and check that it matches eager."""
     start = time.perf_counter()
@@ -88,15 +94,22 @@ def compile_module(module: nn.Module, mode: str, example: tuple[Any, ...], what:
         for args in (example, more):
             got, want = compiled(*args), module(*args)
             if got.shape != want.shape or not torch.allclose(got, want, atol=check_atol, rtol=1e-4):
-                raise RuntimeError(f"compile mode {mode!r} changed the {what}'s output (max diff "
-                                   f"{float((got - want).abs().max()):.3g}); run with compile=false")
+                raise RuntimeError(
+                    f"compile mode {mode!r} changed the {what}'s output (max diff "
+                    f"{float((got - want).abs().max()):.3g}); run with compile=false"
+                )
     seconds = time.perf_counter() - start
     if announce:
         print(f"policy-accel: compiled the {what} ({mode}) in {seconds:.1f} s", file=sys.stderr, flush=True)
     return compiled
 
 
-def compile_denoiser(module: nn.Module, mode: str, example: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                     announce: bool = True, check_atol: float = 1e-4) -> Callable[..., torch.Tensor]:
+def compile_denoiser(
+    module: nn.Module,
+    mode: str,
+    example: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    announce: bool = True,
+    check_atol: float = 1e-4,
+) -> Callable[..., torch.Tensor]:
     """:func:`compile_module` for a denoiser ``eps = module(x, t, cond)``."""
     return compile_module(module, mode, example, "denoiser", announce, check_atol)

@@ -43,8 +43,9 @@ class BasicBlock(nn.Module):
         self.bn2 = _norm(out_ch, group_norm)
         self.downsample: nn.Module | None = None
         if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
-                                            _norm(out_ch, group_norm))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), _norm(out_ch, group_norm)
+            )
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)

@@ -24,11 +24,12 @@ def center_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if not torch.jit.is_tracing() and (height > h or width > w):  # traced (compiled) shapes are fixed
         raise ValueError(f"crop {height}x{width} is larger than the image {h}x{w}")
     top, left = (h - height) // 2, (w - width) // 2
-    return images[..., top: top + height, left: left + width]
+    return images[..., top : top + height, left : left + width]
 
 
 def resnet18_output_hw(height: int, width: int) -> tuple[int, int]:
     """Spatial size of the ResNet-18 trunk's output: conv 7/2, maxpool 3/2, then three 3x3/2 stages."""
+
     def down(n: int, kernel: int, pad: int) -> int:
         return (n + 2 * pad - kernel) // 2 + 1
 
@@ -50,8 +51,9 @@ class SpatialSoftmax(nn.Module):
         super().__init__()
         self.num_kp, self.height, self.width = num_kp, height, width
         self.nets = nn.Conv2d(in_channels, num_kp, kernel_size=1)
-        grid_y, grid_x = torch.meshgrid(torch.linspace(-1.0, 1.0, height), torch.linspace(-1.0, 1.0, width),
-                                        indexing="ij")
+        grid_y, grid_x = torch.meshgrid(
+            torch.linspace(-1.0, 1.0, height), torch.linspace(-1.0, 1.0, width), indexing="ij"
+        )
         self.register_buffer("temperature", torch.full((1,), float(temperature)))
         self.register_buffer("pos_x", grid_x.reshape(1, height * width).float().clone())
         self.register_buffer("pos_y", grid_y.reshape(1, height * width).float().clone())
@@ -66,8 +68,14 @@ class SpatialSoftmax(nn.Module):
 class VisualCore(nn.Module):
     """One camera: crop -> ResNet-18 trunk -> SpatialSoftmax -> Linear -> ReLU."""
 
-    def __init__(self, image_shape: Sequence[int], crop_shape: Sequence[int] | None, num_kp: int,
-                 feature_dim: int, group_norm: bool) -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        crop_shape: Sequence[int] | None,
+        num_kp: int,
+        feature_dim: int,
+        group_norm: bool,
+    ) -> None:
         super().__init__()
         channels, height, width = (int(d) for d in image_shape)
         self.crop = tuple(int(d) for d in crop_shape) if crop_shape is not None else None
@@ -86,19 +94,31 @@ class VisualCore(nn.Module):
 class RobomimicObsEncoder(nn.Module):
     """``{key: (N, *shape)} (normalised) -> (N, feature_dim)``, features concatenated in ``obs_shapes`` order."""
 
-    def __init__(self, obs_shapes: Mapping[str, Mapping[str, Any]], crop_shape: Sequence[int] | None = None,
-                 num_kp: int = 32, feature_dim: int = 64, group_norm: bool = True) -> None:
+    def __init__(
+        self,
+        obs_shapes: Mapping[str, Mapping[str, Any]],
+        crop_shape: Sequence[int] | None = None,
+        num_kp: int = 32,
+        feature_dim: int = 64,
+        group_norm: bool = True,
+    ) -> None:
         super().__init__()
         self.keys = list(obs_shapes)
         self.shapes = {k: tuple(int(d) for d in v["shape"]) for k, v in obs_shapes.items()}
-        self.obs_nets = nn.ModuleDict({
-            key: VisualCore(self.shapes[key], crop_shape, num_kp, feature_dim, group_norm)
-            for key, entry in obs_shapes.items() if entry["type"] == "rgb"})
+        self.obs_nets = nn.ModuleDict(
+            {
+                key: VisualCore(self.shapes[key], crop_shape, num_kp, feature_dim, group_norm)
+                for key, entry in obs_shapes.items()
+                if entry["type"] == "rgb"
+            }
+        )
         for key in self.obs_nets:
             if len(self.shapes[key]) != 3:
                 raise ValueError(f"rgb key '{key}' must have shape (C, H, W), got {self.shapes[key]}")
-        self.feature_dim = sum(self.obs_nets[k].feature_dim if k in self.obs_nets else
-                               int(torch.Size(self.shapes[k]).numel()) for k in self.keys)
+        self.feature_dim = sum(
+            self.obs_nets[k].feature_dim if k in self.obs_nets else int(torch.Size(self.shapes[k]).numel())
+            for k in self.keys
+        )
 
     def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         features = []

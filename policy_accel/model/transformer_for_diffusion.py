@@ -29,13 +29,27 @@ def _additive_mask(allowed: torch.Tensor) -> torch.Tensor:
 class TransformerForDiffusion(nn.Module):
     """``(x (N, horizon, input_dim), t (N,), cond (N, n_obs_steps * cond_dim)) -> (N, horizon, output_dim)``."""
 
-    def __init__(self, input_dim: int, output_dim: int, horizon: int, n_obs_steps: int, cond_dim: int,
-                 n_layer: int = 8, n_head: int = 4, n_emb: int = 256, p_drop_emb: float = 0.0,
-                 p_drop_attn: float = 0.3, causal_attn: bool = True, n_cond_layers: int = 0) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        horizon: int,
+        n_obs_steps: int,
+        cond_dim: int,
+        n_layer: int = 8,
+        n_head: int = 4,
+        n_emb: int = 256,
+        p_drop_emb: float = 0.0,
+        p_drop_attn: float = 0.3,
+        causal_attn: bool = True,
+        n_cond_layers: int = 0,
+    ) -> None:
         super().__init__()
         if cond_dim < 1 or n_obs_steps < 1:
-            raise ValueError("TransformerForDiffusion here conditions on observations: need cond_dim >= 1 and "
-                             f"n_obs_steps >= 1, got {cond_dim}, {n_obs_steps}")
+            raise ValueError(
+                "TransformerForDiffusion here conditions on observations: need cond_dim >= 1 and "
+                f"n_obs_steps >= 1, got {cond_dim}, {n_obs_steps}"
+            )
         if n_emb % n_head:
             raise ValueError(f"n_emb {n_emb} must be divisible by n_head {n_head}")
         self.horizon, self.n_obs_steps, self.cond_dim = horizon, n_obs_steps, cond_dim
@@ -48,14 +62,20 @@ class TransformerForDiffusion(nn.Module):
         self.cond_pos_emb = nn.Parameter(torch.zeros(1, n_cond_tokens, n_emb))
         if n_cond_layers > 0:
             self.encoder: nn.Module = nn.TransformerEncoder(
-                nn.TransformerEncoderLayer(n_emb, n_head, 4 * n_emb, p_drop_attn, activation="gelu",
-                                           batch_first=True, norm_first=True), num_layers=n_cond_layers,
-                enable_nested_tensor=False)
+                nn.TransformerEncoderLayer(
+                    n_emb, n_head, 4 * n_emb, p_drop_attn, activation="gelu", batch_first=True, norm_first=True
+                ),
+                num_layers=n_cond_layers,
+                enable_nested_tensor=False,
+            )
         else:
             self.encoder = nn.Sequential(nn.Linear(n_emb, 4 * n_emb), nn.Mish(), nn.Linear(4 * n_emb, n_emb))
         self.decoder = nn.TransformerDecoder(
-            nn.TransformerDecoderLayer(n_emb, n_head, 4 * n_emb, p_drop_attn, activation="gelu",
-                                       batch_first=True, norm_first=True), num_layers=n_layer)
+            nn.TransformerDecoderLayer(
+                n_emb, n_head, 4 * n_emb, p_drop_attn, activation="gelu", batch_first=True, norm_first=True
+            ),
+            num_layers=n_layer,
+        )
         self.mask: torch.Tensor | None
         self.memory_mask: torch.Tensor | None
         if causal_attn:
@@ -63,9 +83,11 @@ class TransformerForDiffusion(nn.Module):
             # not persistent: they follow from the sizes (DP stores them; its loader compares, see mask_keys)
             self.register_buffer("mask", _additive_mask(steps[:, None] >= steps[None, :]), persistent=False)
             # memory token s is the step token (s = 0) or frame s - 1: action i sees frames <= i
-            self.register_buffer("memory_mask",
-                                 _additive_mask(steps[:, None] >= torch.arange(n_cond_tokens)[None, :] - 1),
-                                 persistent=False)
+            self.register_buffer(
+                "memory_mask",
+                _additive_mask(steps[:, None] >= torch.arange(n_cond_tokens)[None, :] - 1),
+                persistent=False,
+            )
         else:
             self.mask = None
             self.memory_mask = None

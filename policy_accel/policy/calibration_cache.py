@@ -57,12 +57,15 @@ def model_fingerprint(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def calibration_key(model_hash: str, device: torch.device, threads: int, sampler_settings: Mapping[str, Any],
-                    shape: tuple[int, ...]) -> str:
+def calibration_key(
+    model_hash: str, device: torch.device, threads: int, sampler_settings: Mapping[str, Any], shape: tuple[int, ...]
+) -> str:
     """A readable key: machine, model, device, threads, sampler settings and chunk shape."""
     settings = json.dumps(dict(sampler_settings), sort_keys=True, default=str)
-    return (f"{machine_fingerprint(device)} || model {model_hash} || device {device} || threads {threads} || "
-            f"{settings} || shape {list(shape)}")
+    return (
+        f"{machine_fingerprint(device)} || model {model_hash} || device {device} || threads {threads} || "
+        f"{settings} || shape {list(shape)}"
+    )
 
 
 def _read(path: Path) -> dict[str, Any]:

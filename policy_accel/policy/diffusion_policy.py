@@ -19,11 +19,16 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from policy_accel.data.normalizer import Normalizer
-from policy_accel.policy.components import build_network, build_obs_encoder
-from policy_accel.policy.config import DiffusionPolicyConfig
+from policy_accel.model.builders import build_network, build_obs_encoder
+from policy_accel.model.config import DiffusionPolicyConfig
 from policy_accel.policy.warm_start import WarmStartState
-from policy_accel.policy.warmup import (calibrate_with_cache, check_threads, needs_calibration, torch_threads,
-                                       warmup_policy)
+from policy_accel.policy.warmup import (
+    calibrate_with_cache,
+    check_threads,
+    needs_calibration,
+    torch_threads,
+    warmup_policy,
+)
 from policy_accel.samplers import Sampler, SampleStats, build_sampler
 from policy_accel.samplers.sequential import draw_noise
 from policy_accel.samplers.solvers import ddpm_scheduler_config
@@ -32,19 +37,28 @@ from policy_accel.samplers.solvers import ddpm_scheduler_config
 class DiffusionPolicy(nn.Module):
     """Observation history -> action chunk, plus LeRobot-style ``select_action`` queueing."""
 
-    def __init__(self, config: DiffusionPolicyConfig, normalizer: Normalizer | None = None,
-                 sampler: str | Mapping[str, Any] | Sampler = "ddpm", warm_start: bool = False,
-                 threads: int | None = None, model: nn.Module | None = None,
-                 obs_encoder: nn.Module | None = None) -> None:
-        """``model`` / ``obs_encoder`` default to what ``config`` names (:mod:`policy_accel.policy.components`);
+    def __init__(
+        self,
+        config: DiffusionPolicyConfig,
+        normalizer: Normalizer | None = None,
+        sampler: str | Mapping[str, Any] | Sampler = "ddpm",
+        warm_start: bool = False,
+        threads: int | None = None,
+        model: nn.Module | None = None,
+        obs_encoder: nn.Module | None = None,
+    ) -> None:
+        """``model`` / ``obs_encoder`` default to what ``config`` names (:mod:`policy_accel.model.builders`);
         pass modules to plug in others (they must follow the protocols documented there)."""
         super().__init__()
         self.config = config
         self.model = model if model is not None else build_network(config)
         self.obs_encoder = obs_encoder if obs_encoder is not None else build_obs_encoder(config)
         if normalizer is None:
-            normalizer = (Normalizer.empty_from_spec(config.normalizer) if config.normalizer is not None
-                          else Normalizer.empty_like({"obs": config.obs_dim, "action": config.action_dim}))
+            normalizer = (
+                Normalizer.empty_from_spec(config.normalizer)
+                if config.normalizer is not None
+                else Normalizer.empty_like({"obs": config.obs_dim, "action": config.action_dim})
+            )
         self.normalizer = normalizer
         self.noise_scheduler = DDPMScheduler(**ddpm_scheduler_config(config.noise_scheduler))
         self.sampler: Sampler = build_sampler(sampler, config.noise_scheduler)
@@ -82,8 +96,9 @@ class DiffusionPolicy(nn.Module):
         action = self.normalizer.normalize("action", batch["action"])
         cond = self._encode(self._first_frames(batch["obs"]))
         noise = torch.randn_like(action)
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (action.shape[0],),
-                                  device=action.device)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (action.shape[0],), device=action.device
+        )
         noisy = self.noise_scheduler.add_noise(action, noise, timesteps)
         return F.mse_loss(self.model(noisy, timesteps, cond), noise)
 
@@ -115,15 +130,21 @@ class DiffusionPolicy(nn.Module):
     def _example_frames(self) -> dict[str, torch.Tensor]:
         """Normalised frames of ``n_obs_steps`` mid-range observations, as the encoder sees them (compiling)."""
         shapes = self.config.obs_shapes or {}
-        return {k: torch.full((self.config.n_obs_steps, *(int(d) for d in v["shape"])),
-                              0.5 if v["type"] == "rgb" else 0.0, device=self.device) for k, v in shapes.items()}
+        return {
+            k: torch.full(
+                (self.config.n_obs_steps, *(int(d) for d in v["shape"])),
+                0.5 if v["type"] == "rgb" else 0.0,
+                device=self.device,
+            )
+            for k, v in shapes.items()
+        }
 
     @property
     def device(self) -> torch.device:
         """Where the network lives (move the policy with ``.to(device)``; observations follow it)."""
         return next(self.model.parameters()).device
 
-    def compile(self, mode: bool | str = True, batch_size: int = 1) -> "DiffusionPolicy":  # type: ignore[override]
+    def compile(self, mode: bool | str = True, batch_size: int = 1) -> DiffusionPolicy:  # type: ignore[override]
         """Compile the denoiser (``mode``: True = the device's best backend, ``"freeze"``, ``"inductor"``,
         ``"reduce-overhead"``; False = eager again). Compiles now, announces its time, checks it against
         eager, and caches per mode, so switching back and forth (benchmarks) compiles once. Call it once the
@@ -134,13 +155,16 @@ class DiffusionPolicy(nn.Module):
         cache = self.__dict__.setdefault("_compiled_cache", {})
         if resolved is not None and resolved not in cache:
             rows = max(8, batch_size)
-            example = (torch.zeros((rows, self.config.horizon, self.config.action_dim), device=self.device),
-                       torch.full((rows,), 1, dtype=torch.long, device=self.device),
-                       self.neutral_cond(rows))
+            example = (
+                torch.zeros((rows, self.config.horizon, self.config.action_dim), device=self.device),
+                torch.full((rows,), 1, dtype=torch.long, device=self.device),
+                self.neutral_cond(rows),
+            )
             cache[resolved] = compile_denoiser(self.model.eval(), resolved, example)
             if self.obs_encoder is not None:  # runs once per chunk, but on images it is most of a small chunk
-                cache[("encoder", resolved)] = compile_module(self.obs_encoder.eval(), resolved,
-                                                              (self._example_frames(),), what="observation encoder")
+                cache[("encoder", resolved)] = compile_module(
+                    self.obs_encoder.eval(), resolved, (self._example_frames(),), what="observation encoder"
+                )
         self.__dict__["_compiled_denoiser"] = cache.get(resolved) if resolved is not None else None
         self.__dict__["_compiled_encoder"] = cache.get(("encoder", resolved)) if resolved is not None else None
         self.compile_mode = resolved
@@ -157,8 +181,11 @@ class DiffusionPolicy(nn.Module):
     def _encode(self, obs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Checked history ``(B, n_obs_steps, ...)`` in env units -> conditioning ``(B, n_obs_steps * obs_dim)``."""
         device = self.device  # observations arrive from anywhere (numpy, another device): move them once
-        obs = ({k: v.to(device, non_blocking=True) for k, v in obs.items()} if isinstance(obs, Mapping)
-               else obs.to(device, non_blocking=True))
+        obs = (
+            {k: v.to(device, non_blocking=True) for k, v in obs.items()}
+            if isinstance(obs, Mapping)
+            else obs.to(device, non_blocking=True)
+        )
         if not isinstance(obs, Mapping):
             return self.normalizer.normalize("obs", obs).flatten(1)
         fields = self.normalizer.fields
@@ -200,8 +227,10 @@ class DiffusionPolicy(nn.Module):
             expected = (*leading, *(int(d) for d in entry["shape"]))
             raw = obs[key]
             if entry["type"] == "rgb" and getattr(raw, "dtype", None) in (np.uint8, torch.uint8):
-                raise TypeError(f"{what}['{key}'] is uint8: images must be float in [0, 1], channels first "
-                                f"{tuple(entry['shape'])} (divide by 255 and move channels first)")
+                raise TypeError(
+                    f"{what}['{key}'] is uint8: images must be float in [0, 1], channels first "
+                    f"{tuple(entry['shape'])} (divide by 255 and move channels first)"
+                )
             value = self._as_tensor(raw, f"{what}['{key}']")
             self._check_obs(value, expected, f"{what}['{key}']")
             out[key] = value
@@ -211,9 +240,8 @@ class DiffusionPolicy(nn.Module):
         return out
 
     def _check_obs(self, obs: torch.Tensor, expected: tuple[int, ...], what: str) -> None:
-        if tuple(obs.shape[-len(expected):]) != expected or obs.ndim != len(expected) + 1:
-            raise ValueError(f"{what} must have shape (batch, {', '.join(map(str, expected))}), "
-                             f"got {tuple(obs.shape)}")
+        if tuple(obs.shape[-len(expected) :]) != expected or obs.ndim != len(expected) + 1:
+            raise ValueError(f"{what} must have shape (batch, {', '.join(map(str, expected))}), got {tuple(obs.shape)}")
         if not torch.isfinite(obs).all():
             raise ValueError(f"{what} contains NaN or inf")
 
@@ -222,8 +250,9 @@ class DiffusionPolicy(nn.Module):
         array = obs if isinstance(obs, torch.Tensor) else np.asarray(obs)
         if isinstance(array, np.ndarray) and not np.issubdtype(array.dtype, np.number):
             raise TypeError(f"{what} must be numeric, got dtype {array.dtype}")
-        if isinstance(array, torch.Tensor) and not (array.dtype.is_floating_point or array.dtype in
-                                                     (torch.int32, torch.int64)):
+        if isinstance(array, torch.Tensor) and not (
+            array.dtype.is_floating_point or array.dtype in (torch.int32, torch.int64)
+        ):
             raise TypeError(f"{what} must be numeric, got dtype {array.dtype}")
         return torch.as_tensor(array, dtype=torch.float32)
 
@@ -324,19 +353,23 @@ class DiffusionPolicy(nn.Module):
         signature = self._obs_signature(batch)
         with self._lock:
             if self._obs_queue and self._obs_signature(self._obs_queue[-1]) != signature:
-                raise ValueError(f"obs batch changed from {self._obs_signature(self._obs_queue[-1])} to "
-                                 f"{signature} without reset()")
+                raise ValueError(
+                    f"obs batch changed from {self._obs_signature(self._obs_queue[-1])} to {signature} without reset()"
+                )
             if not self._obs_queue:  # first step: pad history by repeating the first observation
                 self._obs_queue.extend([batch] * cfg.n_obs_steps)
             else:
                 self._obs_queue.append(batch)
             if not self._action_queue:
                 queued = list(self._obs_queue)
-                history = ({k: torch.stack([q[k] for q in queued], dim=1) for k in batch}
-                           if isinstance(batch, dict) else torch.stack(queued, dim=1))
+                history = (
+                    {k: torch.stack([q[k] for q in queued], dim=1) for k in batch}
+                    if isinstance(batch, dict)
+                    else torch.stack(queued, dim=1)
+                )
                 chunk = self.predict_action_chunk(history)
                 start = cfg.first_action
-                self._action_queue.extend(chunk[:, start: start + cfg.n_action_steps].cpu().unbind(1))
+                self._action_queue.extend(chunk[:, start : start + cfg.n_action_steps].cpu().unbind(1))
             queued = self._action_queue.popleft()  # on the CPU: one device-to-host copy per chunk
         action = queued.clone() if as_tensor else queued.numpy()
         return action[0] if single else action

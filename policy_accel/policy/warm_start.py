@@ -31,12 +31,15 @@ class WarmStartState:
     noise: torch.Tensor
     trajectory: torch.Tensor | None
 
-    def next_inputs(self, shift: int, generator: torch.Generator | None
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def next_inputs(self, shift: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Noise and initial guess for the next chunk, ``shift`` executed actions later."""
         source = generator.device if generator is not None else self.noise.device
-        fresh = torch.randn((*self.noise.shape[:-2], shift, self.noise.shape[-1]), generator=generator,
-                            dtype=self.noise.dtype, device=source).to(self.noise.device)
+        fresh = torch.randn(
+            (*self.noise.shape[:-2], shift, self.noise.shape[-1]),
+            generator=generator,
+            dtype=self.noise.dtype,
+            device=source,
+        ).to(self.noise.device)
         noise = shift_horizon(self.noise, shift, fresh)
         guess = shift_horizon(self.trajectory, shift) if self.trajectory is not None else None
         return noise, guess

@@ -15,8 +15,12 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from policy_accel.policy.calibration_cache import (calibration_key, load_calibration, model_fingerprint,
-                                                   store_calibration)
+from policy_accel.policy.calibration_cache import (
+    calibration_key,
+    load_calibration,
+    model_fingerprint,
+    store_calibration,
+)
 from policy_accel.samplers.picard import PicardSampler
 
 if TYPE_CHECKING:
@@ -53,12 +57,22 @@ def needs_calibration(sampler: Any) -> bool:
 
 
 def _sampler_settings(sampler: PicardSampler) -> dict[str, Any]:
-    return {"name": sampler.name, "tolerance": sampler.tolerance, "initial_guess": sampler.initial_guess,
-            "max_iterations": sampler.max_iterations, "candidates": list(sampler.auto_candidates or [])}
+    return {
+        "name": sampler.name,
+        "tolerance": sampler.tolerance,
+        "initial_guess": sampler.initial_guess,
+        "max_iterations": sampler.max_iterations,
+        "candidates": list(sampler.auto_candidates or []),
+    }
 
 
-def calibrate_with_cache(policy: "DiffusionPolicy", cond: torch.Tensor, shape: tuple[int, int, int],
-                         use_cache: bool = True, announce: bool = True) -> dict[str, Any]:
+def calibrate_with_cache(
+    policy: DiffusionPolicy,
+    cond: torch.Tensor,
+    shape: tuple[int, int, int],
+    use_cache: bool = True,
+    announce: bool = True,
+) -> dict[str, Any]:
     """Resolve the policy's ``window="auto"`` Picard sampler from the cache, else by measuring."""
     sampler = policy.sampler
     assert isinstance(sampler, PicardSampler)
@@ -71,9 +85,13 @@ def calibrate_with_cache(policy: "DiffusionPolicy", cond: torch.Tensor, shape: t
         sampler.calibration = {**cached, "from_cache": True}
         return sampler.calibration
     if announce:
-        print(f"policy-accel: calibrating the Picard window of {sampler.name} on this machine "
-              f"({torch.get_num_threads()} threads, batch {shape[0]}); call policy.warmup() before a control loop "
-              "to do this outside it", file=sys.stderr, flush=True)
+        print(
+            f"policy-accel: calibrating the Picard window of {sampler.name} on this machine "
+            f"({torch.get_num_threads()} threads, batch {shape[0]}); call policy.warmup() before a control loop "
+            "to do this outside it",
+            file=sys.stderr,
+            flush=True,
+        )
     calibration = sampler.calibrate(policy.denoise, cond, shape)
     if use_cache:
         store_calibration(key, calibration)
@@ -81,8 +99,9 @@ def calibrate_with_cache(policy: "DiffusionPolicy", cond: torch.Tensor, shape: t
     return sampler.calibration
 
 
-def warmup_policy(policy: "DiffusionPolicy", batch_size: int = 1, use_cache: bool = True,
-                  verbose: bool = True) -> dict[str, Any]:
+def warmup_policy(
+    policy: DiffusionPolicy, batch_size: int = 1, use_cache: bool = True, verbose: bool = True
+) -> dict[str, Any]:
     """Calibrate or reuse the window, then plan one chunk so that kernels and allocators are warm."""
     start = time.perf_counter()
     cond = policy.neutral_cond(batch_size)
@@ -99,6 +118,9 @@ def warmup_policy(policy: "DiffusionPolicy", batch_size: int = 1, use_cache: boo
         detail = ""
         if "window" in info:
             detail = f", window {info['window']} ({'cached' if info['from_cache'] else 'measured and cached'})"
-        print(f"policy-accel: warmup of {info['sampler']} took {info['seconds']:.2f} s{detail}",
-              file=sys.stderr, flush=True)
+        print(
+            f"policy-accel: warmup of {info['sampler']} took {info['seconds']:.2f} s{detail}",
+            file=sys.stderr,
+            flush=True,
+        )
     return info

@@ -11,10 +11,11 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping
 
-from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, Sampler
+from policy_accel.model.config import DEFAULT_NOISE_SCHEDULER
+from policy_accel.samplers.base import Denoiser, SampleOutput, Sampler, SampleStats
 from policy_accel.samplers.picard import PicardSampler
 from policy_accel.samplers.sequential import SequentialSampler
-from policy_accel.samplers.solvers import DEFAULT_NOISE_SCHEDULER, SOLVERS, StepSolver
+from policy_accel.samplers.solvers import SOLVERS, StepSolver
 from policy_accel.samplers.student import StudentSampler
 
 ALIASES = {"picard": "paraddpm"}
@@ -40,8 +41,9 @@ def parse_sampler_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
     raise TypeError(f"sampler must be a name, a mapping or a Sampler, got {type(spec).__name__}")
 
 
-def build_sampler(spec: str | Mapping[str, Any] | Sampler,
-                  noise_scheduler: Mapping[str, Any] | None = None, **overrides: Any) -> Sampler:
+def build_sampler(
+    spec: str | Mapping[str, Any] | Sampler, noise_scheduler: Mapping[str, Any] | None = None, **overrides: Any
+) -> Sampler:
     """A sampler from a name (``"ddpm"``, ``"paraddim-16"``), a config mapping
     (``{"name": "paraddpm", "window": "auto", "tolerance": 0.1}``) or an existing sampler
     object (returned as is). ``overrides`` are merged into the options."""
@@ -74,8 +76,10 @@ def build_sampler(spec: str | Mapping[str, Any] | Sampler,
     accepted = set(inspect.signature(solver_cls.__init__).parameters) - {"self", "noise_scheduler"}
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise ValueError(f"unknown options {unknown} for sampler '{kind}'; "
-                         f"accepted: {sorted(accepted | set(PICARD_OPTIONS if parallel else ()))}")
+        raise ValueError(
+            f"unknown options {unknown} for sampler '{kind}'; "
+            f"accepted: {sorted(accepted | set(PICARD_OPTIONS if parallel else ()))}"
+        )
     solver: StepSolver = solver_cls(dict(noise_scheduler or DEFAULT_NOISE_SCHEDULER), **options)
     if parallel:
         if "auto_candidates" in picard_options and picard_options["auto_candidates"] is not None:
@@ -84,5 +88,15 @@ def build_sampler(spec: str | Mapping[str, Any] | Sampler,
     return SequentialSampler(solver, name=label)
 
 
-__all__ = ["Denoiser", "PicardSampler", "StudentSampler", "SampleOutput", "SampleStats", "Sampler", "SequentialSampler",
-           "build_sampler", "parse_sampler_spec", "SAMPLER_KINDS"]
+__all__ = [
+    "Denoiser",
+    "PicardSampler",
+    "StudentSampler",
+    "SampleOutput",
+    "SampleStats",
+    "Sampler",
+    "SequentialSampler",
+    "build_sampler",
+    "parse_sampler_spec",
+    "SAMPLER_KINDS",
+]

@@ -57,8 +57,14 @@ class Sampler(Protocol):
 
     name: str
 
-    def sample(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int],
-               generator: torch.Generator | None = None, **kwargs: Any) -> SampleOutput: ...
+    def sample(
+        self,
+        denoiser: Denoiser,
+        cond: torch.Tensor,
+        shape: tuple[int, int, int],
+        generator: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> SampleOutput: ...
 
 
 class NonFiniteSampleError(FloatingPointError):
@@ -73,7 +79,8 @@ def check_finite_sample(sample: torch.Tensor, sampler_name: str) -> None:
     if not bool(torch.isfinite(sample).all()):
         raise NonFiniteSampleError(
             f"sampler {sampler_name}: the denoised action chunk contains NaN/inf (the network output is not "
-            "finite; is the observation far outside the range the policy was trained on?)")
+            "finite; is the observation far outside the range the policy was trained on?)"
+        )
 
 
 def check_cond(cond: torch.Tensor, shape: tuple[int, int, int]) -> None:
@@ -85,5 +92,7 @@ def check_cond(cond: torch.Tensor, shape: tuple[int, int, int]) -> None:
     if not torch.isfinite(cond).all():
         raise ValueError("conditioning contains NaN or inf")
     if not bool((cond.abs() < 1e15).all()):  # finite but overflows the network's float32 activations
-        raise ValueError(f"conditioning is out of range (max |value| {float(cond.abs().max()):.3g} after "
-                         "normalisation): the observation is far outside what the policy was trained on")
+        raise ValueError(
+            f"conditioning is out of range (max |value| {float(cond.abs().max()):.3g} after "
+            "normalisation): the observation is far outside what the policy was trained on"
+        )

@@ -34,11 +34,16 @@ from typing import Any
 
 import torch
 
-from policy_accel.samplers.base import (Denoiser, NonFiniteSampleError, SampleOutput, SampleStats, check_cond,
-                                        check_finite_sample)
+from policy_accel.samplers.base import (
+    Denoiser,
+    NonFiniteSampleError,
+    SampleOutput,
+    SampleStats,
+    check_cond,
+    check_finite_sample,
+)
 from policy_accel.samplers.sequential import draw_noise
 from policy_accel.samplers.solvers import StepSolver
-
 
 INITIAL_GUESSES = ("extrapolate", "repeat")
 
@@ -46,8 +51,12 @@ INITIAL_GUESSES = ("extrapolate", "repeat")
 def _check_options(window: int | str, tolerance: float, max_iterations: int | None) -> None:
     if window != "auto" and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
         raise ValueError(f"window must be an integer >= 1 or 'auto', got {window!r}")
-    if (not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance > 0
-            or not math.isfinite(tolerance)):
+    if (
+        not isinstance(tolerance, (int, float))
+        or isinstance(tolerance, bool)
+        or not tolerance > 0
+        or not math.isfinite(tolerance)
+    ):
         raise ValueError(f"tolerance must be a positive finite number, got {tolerance!r}")
     if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
         raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
@@ -57,8 +66,12 @@ def check_deadline(deadline_s: float | None) -> None:
     """A time budget is a positive finite number of seconds (``None``: no budget)."""
     if deadline_s is None:
         return
-    if (not isinstance(deadline_s, (int, float)) or isinstance(deadline_s, bool) or not deadline_s > 0
-            or not math.isfinite(deadline_s)):
+    if (
+        not isinstance(deadline_s, (int, float))
+        or isinstance(deadline_s, bool)
+        or not deadline_s > 0
+        or not math.isfinite(deadline_s)
+    ):
         raise ValueError(f"deadline_s must be a positive finite number of seconds (or None), got {deadline_s!r}")
 
 
@@ -67,10 +80,17 @@ class PicardSampler:
 
     accepts_initial_guess = True
 
-    def __init__(self, solver: StepSolver, window: int | str = "auto", tolerance: float = 0.1,
-                 max_iterations: int | None = None, name: str | None = None,
-                 auto_candidates: tuple[int, ...] | None = None, deadline_s: float | None = None,
-                 initial_guess: str = "extrapolate") -> None:
+    def __init__(
+        self,
+        solver: StepSolver,
+        window: int | str = "auto",
+        tolerance: float = 0.1,
+        max_iterations: int | None = None,
+        name: str | None = None,
+        auto_candidates: tuple[int, ...] | None = None,
+        deadline_s: float | None = None,
+        initial_guess: str = "extrapolate",
+    ) -> None:
         _check_options(window, tolerance, max_iterations)
         if initial_guess not in INITIAL_GUESSES:
             raise ValueError(f"initial_guess must be one of {INITIAL_GUESSES}, got {initial_guess!r}")
@@ -101,8 +121,9 @@ class PicardSampler:
             return int(self.calibration["window"])
         return min(int(self.window), self.solver.num_steps)
 
-    def calibrate(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int],
-                  repeats: int = 2) -> dict[str, Any]:
+    def calibrate(
+        self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int], repeats: int = 2
+    ) -> dict[str, Any]:
         """Choose the window that minimises measured latency on this machine.
 
         For each candidate window, time full Picard solves of this conditioning (best of
@@ -116,10 +137,18 @@ class PicardSampler:
 
     # ---------------------------------------------------------------- sample
     @torch.inference_mode()
-    def sample(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int],
-               generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-               init_trajectory: torch.Tensor | None = None, deadline_s: float | None = None,
-               window: int | None = None, **_: Any) -> SampleOutput:
+    def sample(
+        self,
+        denoiser: Denoiser,
+        cond: torch.Tensor,
+        shape: tuple[int, int, int],
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        init_trajectory: torch.Tensor | None = None,
+        deadline_s: float | None = None,
+        window: int | None = None,
+        **_: Any,
+    ) -> SampleOutput:
         """Sample a chunk. ``noise`` (N+1, B, T, D) fixes all randomness (row 0 is x_T);
         ``init_trajectory`` (N+1, B, T, D) is the initial guess of every point (a warm
         start; row 0 is ignored), default x_T everywhere; ``deadline_s`` stops at a time
@@ -141,13 +170,21 @@ class PicardSampler:
         _check_options(window, self.tolerance, self.max_iterations)
         return self._solve(denoiser, cond, shape, noise, init_trajectory, min(window, n), deadline_s)
 
-    def _solve(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int], noise: torch.Tensor,
-               init_trajectory: torch.Tensor | None, window: int, deadline_s: float | None) -> SampleOutput:
+    def _solve(
+        self,
+        denoiser: Denoiser,
+        cond: torch.Tensor,
+        shape: tuple[int, int, int],
+        noise: torch.Tensor,
+        init_trajectory: torch.Tensor | None,
+        window: int,
+        deadline_s: float | None,
+    ) -> SampleOutput:
         start_time = time.perf_counter()
         solver, n = self.solver, self.solver.num_steps
         batch = shape[0]
         max_rounds = min(self.max_iterations or n, n)
-        tol2 = self.tolerance ** 2
+        tol2 = self.tolerance**2
         dim = shape[1] * shape[2]
 
         trajectory = torch.empty((n + 1, *shape), dtype=noise.dtype, device=noise.device)
@@ -180,15 +217,15 @@ class PicardSampler:
             x0_prev = None
             if x0_buffer is not None:
                 window_x0 = x0.reshape(length, *shape)
-                previous = x0_buffer[begin - 1: begin] if begin > 0 else torch.zeros_like(window_x0[:1])
+                previous = x0_buffer[begin - 1 : begin] if begin > 0 else torch.zeros_like(window_x0[:1])
                 x0_prev = torch.cat([previous, window_x0[:-1]]).reshape_as(x0)
                 x0_buffer[begin:end] = window_x0
             drift = (solver.combine(x0, eps, index, flat, x0_prev) - flat).reshape(length, *shape)
             if step_noise is not None:
                 drift = drift + step_noise[begin:end]
             updated = trajectory[begin] + drift.cumsum(0)
-            error = (updated - trajectory[begin + 1:end + 1]).square().sum(dim=(-1, -2)) * inv_scale[begin:end, None]
-            trajectory[begin + 1:end + 1] = updated
+            error = (updated - trajectory[begin + 1 : end + 1]).square().sum(dim=(-1, -2)) * inv_scale[begin:end, None]
+            trajectory[begin + 1 : end + 1] = updated
             last_x0 = x0.reshape(length, *shape)[-1]
             rounds, nfe = rounds + 1, nfe + length
 
@@ -196,22 +233,25 @@ class PicardSampler:
             bad = ~(error <= tol2).all(dim=1)  # NaN counts as bad
             first_bad_t = torch.where(bad.any(), bad.int().argmax(), step_ids.new_full((), length))
             kept = torch.where(step_ids[:length] < first_bad_t, error.amax(dim=1), error.new_zeros(()))
-            first_bad_f, finite, kept_max = torch.stack([first_bad_t.to(error.dtype), torch.isfinite(error).all()
-                                                         .to(error.dtype), kept.max()]).tolist()
+            first_bad_f, finite, kept_max = torch.stack(
+                [first_bad_t.to(error.dtype), torch.isfinite(error).all().to(error.dtype), kept.max()]
+            ).tolist()
             if not finite:
                 raise NonFiniteSampleError(
                     f"sampler {self.name}: the network returned NaN/inf at denoising steps {begin}..{end - 1} "
-                    "(is the observation far outside the range the policy was trained on?)")
+                    "(is the observation far outside the range the policy was trained on?)"
+                )
             first_bad = int(first_bad_f)
-            final_error = kept_max ** 0.5 if first_bad else 0.0
+            final_error = kept_max**0.5 if first_bad else 0.0
             advance = min(first_bad + 1, length)
             new_end = min(begin + advance + window, n)
             if fill_ahead and new_end > end:  # points entering the window were never evaluated
                 if extrapolate:  # follow the latest clean-chunk estimate, with the right noise
-                    trajectory[end + 1:new_end + 1] = solver.extrapolate(trajectory[end], end, new_end - end,
-                                                                         last_x0, step_noise)
+                    trajectory[end + 1 : new_end + 1] = solver.extrapolate(
+                        trajectory[end], end, new_end - end, last_x0, step_noise
+                    )
                 else:  # ParaDiGMS: repeat the window's last point
-                    trajectory[end + 1:new_end + 1] = trajectory[end]
+                    trajectory[end + 1 : new_end + 1] = trajectory[end]
             begin += advance
             if deadline_s is not None and begin < n and time.perf_counter() - start_time > deadline_s:
                 hit_deadline = True
@@ -223,7 +263,12 @@ class PicardSampler:
         else:  # stopped early before the window reached the last step: the network's clean-chunk guess
             sample = last_x0.clone()
         check_finite_sample(sample, self.name)
-        stats = SampleStats(nfe=nfe, rounds=rounds, final_error=final_error,
-                            converged=converged, hit_deadline=hit_deadline,
-                            extra={"window": window, "tolerance": self.tolerance, "steps": n})
+        stats = SampleStats(
+            nfe=nfe,
+            rounds=rounds,
+            final_error=final_error,
+            converged=converged,
+            hit_deadline=hit_deadline,
+            extra={"window": window, "tolerance": self.tolerance, "steps": n},
+        )
         return SampleOutput(sample=sample, stats=stats, trajectory=trajectory)

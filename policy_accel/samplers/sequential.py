@@ -10,8 +10,13 @@ from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, chec
 from policy_accel.samplers.solvers import StepSolver
 
 
-def draw_noise(solver: StepSolver, shape: tuple[int, int, int], generator: torch.Generator | None,
-               dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+def draw_noise(
+    solver: StepSolver,
+    shape: tuple[int, int, int],
+    generator: torch.Generator | None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Initial noise and every step's noise, drawn up front in one call: ``(steps + 1, B, T, D)``.
 
     Drawing everything first makes a stochastic solve a deterministic function of this
@@ -33,12 +38,20 @@ class SequentialSampler:
         self.name = name or f"{solver.name}-{solver.num_steps}"
 
     @torch.inference_mode()
-    def sample(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int],
-               generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-               **unsupported: Any) -> SampleOutput:
+    def sample(
+        self,
+        denoiser: Denoiser,
+        cond: torch.Tensor,
+        shape: tuple[int, int, int],
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        **unsupported: Any,
+    ) -> SampleOutput:
         if unsupported:
-            raise TypeError(f"sampler {self.name} does not take {sorted(unsupported)} "
-                            "(deadlines and initial guesses need a Picard sampler)")
+            raise TypeError(
+                f"sampler {self.name} does not take {sorted(unsupported)} "
+                "(deadlines and initial guesses need a Picard sampler)"
+            )
         check_cond(cond, shape)
         solver = self.solver
         if noise is None:

@@ -23,16 +23,9 @@ from typing import Any, Mapping
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from policy_accel.model.config import DEFAULT_NOISE_SCHEDULER
+
 # Diffusion Policy's PushT noise schedule (DDPMScheduler config).
-DEFAULT_NOISE_SCHEDULER: dict[str, Any] = {
-    "num_train_timesteps": 100,
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "beta_schedule": "squaredcos_cap_v2",
-    "variance_type": "fixed_small",
-    "clip_sample": True,
-    "prediction_type": "epsilon",
-}
 
 # what the noise-prediction network outputs: the noise (Diffusion Policy) or the clean chunk (LeRobot's "sample")
 PREDICTION_TYPES = ("epsilon", "sample")
@@ -53,12 +46,14 @@ def shared_schedule(noise_scheduler: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown noise scheduler keys {sorted(unknown)}; known: {sorted(DEFAULT_NOISE_SCHEDULER)}")
     merged = {**DEFAULT_NOISE_SCHEDULER, **noise_scheduler}
     if merged["prediction_type"] not in PREDICTION_TYPES:
-        raise ValueError(f"samplers take a network predicting one of {list(PREDICTION_TYPES)}, "
-                         f"got prediction_type '{merged['prediction_type']}'")
+        raise ValueError(
+            f"samplers take a network predicting one of {list(PREDICTION_TYPES)}, "
+            f"got prediction_type '{merged['prediction_type']}'"
+        )
     return merged
 
 
-def _as_prediction_type(coef: "StepCoefficients", abar_t: torch.Tensor, prediction_type: str) -> "StepCoefficients":
+def _as_prediction_type(coef: StepCoefficients, abar_t: torch.Tensor, prediction_type: str) -> StepCoefficients:
     """Rewrite epsilon-form coefficients for a network that predicts ``prediction_type``.
 
     A "sample" network outputs the clean chunk m itself: x0 = clip(m), and the epsilon the
@@ -69,8 +64,16 @@ def _as_prediction_type(coef: "StepCoefficients", abar_t: torch.Tensor, predicti
         return coef
     root_a, root_s = abar_t.sqrt(), (1.0 - abar_t).sqrt()
     one, zero = torch.ones_like(coef.P), torch.zeros_like(coef.P)
-    return StepCoefficients(P=zero, Q=one, A=coef.A, B=coef.B + coef.C / root_s, C=-coef.C * root_a / root_s,
-                            E=coef.E, noise_std=coef.noise_std, noise_var=coef.noise_var)
+    return StepCoefficients(
+        P=zero,
+        Q=one,
+        A=coef.A,
+        B=coef.B + coef.C / root_s,
+        C=-coef.C * root_a / root_s,
+        E=coef.E,
+        noise_std=coef.noise_std,
+        noise_var=coef.noise_var,
+    )
 
 
 @dataclass
@@ -105,8 +108,9 @@ class StepSolver:
         self.coef = coefficients
         self.clip_range = clip_range
         self.noise_std = coefficients.noise_std
-        self._packed = torch.stack([coefficients.P, coefficients.Q, coefficients.A, coefficients.B,
-                                    coefficients.C, coefficients.E], dim=1).float()  # (N, 6)
+        self._packed = torch.stack(
+            [coefficients.P, coefficients.Q, coefficients.A, coefficients.B, coefficients.C, coefficients.E], dim=1
+        ).float()  # (N, 6)
         # The step with eps implied by a fixed clean-chunk guess x0: eps = (x0 - P x) / Q turns the
         # update into x_{i+1} = G[i] x_i + H[i] x0 (+ noise): what the solver would do if the
         # network kept predicting x0. Picard samplers use it to guess trajectory points.
@@ -134,8 +138,14 @@ class StepSolver:
         x0 = p * x + q * eps
         return x0.clamp(-self.clip_range, self.clip_range) if self.clip_range is not None else x0
 
-    def combine(self, x0: torch.Tensor, eps: torch.Tensor, step_index: torch.Tensor, x: torch.Tensor,
-                x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+    def combine(
+        self,
+        x0: torch.Tensor,
+        eps: torch.Tensor,
+        step_index: torch.Tensor,
+        x: torch.Tensor,
+        x0_prev: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Mean of ``x_{i+1}`` from this step's ``x0`` (and the previous step's, for multistep solvers)."""
         _, _, a, b, c, e = self._gather(step_index, x)
         mean = a * x0 + b * x + c * eps
@@ -143,14 +153,21 @@ class StepSolver:
             mean = mean + e * x0_prev
         return mean
 
-    def mean_next(self, eps: torch.Tensor, step_index: torch.Tensor, x: torch.Tensor,
-                  x0_prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def mean_next(
+        self, eps: torch.Tensor, step_index: torch.Tensor, x: torch.Tensor, x0_prev: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean of x_{i+1}, x0)`` for rows ``x`` (M, T, D) at step indices ``step_index`` (M,)."""
         x0 = self.predict_x0(eps, step_index, x)
         return self.combine(x0, eps, step_index, x, x0_prev), x0
 
-    def extrapolate(self, x_start: torch.Tensor, start_index: int, count: int, x0: torch.Tensor,
-                    step_noise: torch.Tensor | None = None) -> torch.Tensor:
+    def extrapolate(
+        self,
+        x_start: torch.Tensor,
+        start_index: int,
+        count: int,
+        x0: torch.Tensor,
+        step_noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Points ``start_index + 1 ... start_index + count`` reached from ``x_start`` if every
         step's network output implied the clean chunk ``x0``; ``step_noise[i]`` (already scaled)
         is added at step i. Costs no network call: a cheap guess of where the solve goes."""
@@ -186,9 +203,15 @@ class DDPMSolver(StepSolver):
         P, Q = _eps_to_x0(abar_t)
         var = _ddpm_posterior_var(abar_t, abar_prev)
         coef = StepCoefficients(
-            P=P, Q=Q, A=abar_prev.sqrt() * (1.0 - alpha_t) / (1.0 - abar_t),
-            B=alpha_t.sqrt() * (1.0 - abar_prev) / (1.0 - abar_t), C=torch.zeros_like(P), E=torch.zeros_like(P),
-            noise_std=torch.where(timesteps > 0, var.sqrt(), torch.zeros_like(var)).float(), noise_var=var.float())
+            P=P,
+            Q=Q,
+            A=abar_prev.sqrt() * (1.0 - alpha_t) / (1.0 - abar_t),
+            B=alpha_t.sqrt() * (1.0 - abar_prev) / (1.0 - abar_t),
+            C=torch.zeros_like(P),
+            E=torch.zeros_like(P),
+            noise_std=torch.where(timesteps > 0, var.sqrt(), torch.zeros_like(var)).float(),
+            noise_var=var.float(),
+        )
         coef = _as_prediction_type(coef, abar_t, cfg["prediction_type"])
         super().__init__(timesteps, coef, cfg.get("clip_sample_range", 1.0) if cfg["clip_sample"] else None)
 
@@ -201,18 +224,31 @@ class DDIMSolver(StepSolver):
 
     name = "ddim"
 
-    def __init__(self, noise_scheduler: Mapping[str, Any], num_steps: int = 10,
-                 timestep_spacing: str | None = None) -> None:
+    def __init__(
+        self, noise_scheduler: Mapping[str, Any], num_steps: int = 10, timestep_spacing: str | None = None
+    ) -> None:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         cfg = shared_schedule(noise_scheduler)
         # a checkpoint's own DDIM settings (Diffusion Policy: "leading" spacing) unless the caller names one
         spacing = timestep_spacing or cfg.get("timestep_spacing", "trailing")
         alpha_to_one = bool(cfg.get("set_alpha_to_one", True))
-        scheduler = DDIMScheduler(**{k: cfg[k] for k in ("num_train_timesteps", "beta_start", "beta_end",
-                                                         "beta_schedule", "clip_sample", "prediction_type")},
-                                  set_alpha_to_one=alpha_to_one, steps_offset=int(cfg.get("steps_offset", 0)),
-                                  timestep_spacing=spacing)
+        scheduler = DDIMScheduler(
+            **{
+                k: cfg[k]
+                for k in (
+                    "num_train_timesteps",
+                    "beta_start",
+                    "beta_end",
+                    "beta_schedule",
+                    "clip_sample",
+                    "prediction_type",
+                )
+            },
+            set_alpha_to_one=alpha_to_one,
+            steps_offset=int(cfg.get("steps_offset", 0)),
+            timestep_spacing=spacing,
+        )
         scheduler.set_timesteps(num_steps)
         timesteps = scheduler.timesteps.long()
         abar = scheduler.alphas_cumprod.double()
@@ -221,8 +257,16 @@ class DDIMSolver(StepSolver):
         abar_prev = torch.cat([abar[timesteps[1:]], final])
         P, Q = _eps_to_x0(abar_t)
         zeros = torch.zeros_like(P)
-        coef = StepCoefficients(P=P, Q=Q, A=abar_prev.sqrt(), B=zeros, C=(1.0 - abar_prev).sqrt(), E=zeros,
-                                noise_std=zeros.float(), noise_var=_ddpm_posterior_var(abar_t, abar_prev).float())
+        coef = StepCoefficients(
+            P=P,
+            Q=Q,
+            A=abar_prev.sqrt(),
+            B=zeros,
+            C=(1.0 - abar_prev).sqrt(),
+            E=zeros,
+            noise_std=zeros.float(),
+            noise_var=_ddpm_posterior_var(abar_t, abar_prev).float(),
+        )
         coef = _as_prediction_type(coef, abar_t, cfg["prediction_type"])
         super().__init__(timesteps, coef, cfg.get("clip_sample_range", 1.0) if cfg["clip_sample"] else None)
 
@@ -238,19 +282,25 @@ class DPMSolverPP(StepSolver):
     name = "dpmsolver"
     uses_prev_x0 = True
 
-    def __init__(self, noise_scheduler: Mapping[str, Any], num_steps: int = 10,
-                 clip_sample: bool | None = None) -> None:
+    def __init__(
+        self, noise_scheduler: Mapping[str, Any], num_steps: int = 10, clip_sample: bool | None = None
+    ) -> None:
         if num_steps < 2:
             raise ValueError(f"DPM-Solver++ needs num_steps >= 2, got {num_steps}")
         cfg = shared_schedule(noise_scheduler)
         scheduler = DPMSolverMultistepScheduler(
-            **{k: cfg[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
-                                   "prediction_type")},
-            algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", final_sigmas_type="zero")
+            **{
+                k: cfg[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+            },
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            solver_type="midpoint",
+            final_sigmas_type="zero",
+        )
         scheduler.set_timesteps(num_steps)
         timesteps = scheduler.timesteps.long()
         sigmas = scheduler.sigmas.double()  # (N+1,), VE sigmas, last one 0
-        alpha = 1.0 / (sigmas ** 2 + 1.0).sqrt()
+        alpha = 1.0 / (sigmas**2 + 1.0).sqrt()
         sigma = sigmas * alpha
         lam = torch.log(alpha) - torch.log(sigma)  # +inf at the final sigma 0
         n = len(timesteps)
@@ -269,8 +319,16 @@ class DPMSolverPP(StepSolver):
         abar_t = alpha[:-1] ** 2
         P, Q = _eps_to_x0(abar_t)
         abar_prev = alpha[1:] ** 2
-        coef = StepCoefficients(P=P, Q=Q, A=A, B=B, C=torch.zeros(n, dtype=torch.float64), E=E,
-                                noise_std=torch.zeros(n), noise_var=_ddpm_posterior_var(abar_t, abar_prev).float())
+        coef = StepCoefficients(
+            P=P,
+            Q=Q,
+            A=A,
+            B=B,
+            C=torch.zeros(n, dtype=torch.float64),
+            E=E,
+            noise_std=torch.zeros(n),
+            noise_var=_ddpm_posterior_var(abar_t, abar_prev).float(),
+        )
         coef = _as_prediction_type(coef, abar_t, cfg["prediction_type"])
         clip = cfg["clip_sample"] if clip_sample is None else clip_sample
         super().__init__(timesteps, coef, clip_range=cfg.get("clip_sample_range", 1.0) if clip else None)
@@ -289,8 +347,12 @@ def trailing_grid(num_train_timesteps: int, num_steps: int) -> torch.Tensor:
     """``num_steps + 1`` integer timesteps from ``T-1`` down to -1 (clean), diffusers' "trailing"
     spacing. Grids of N and 2N steps nest (``grid(N) == grid(2N)[::2]``) whenever 2N divides
     evenly into the rounding, which holds for powers of two on a 100-step schedule."""
-    points = torch.round(torch.arange(num_steps + 1, dtype=torch.float64) * (-num_train_timesteps / num_steps)
-                         + num_train_timesteps) - 1
+    points = (
+        torch.round(
+            torch.arange(num_steps + 1, dtype=torch.float64) * (-num_train_timesteps / num_steps) + num_train_timesteps
+        )
+        - 1
+    )
     return points.long()
 
 
@@ -303,8 +365,9 @@ class VPredictionDDIMSolver(StepSolver):
 
     name = "student"
 
-    def __init__(self, noise_scheduler: Mapping[str, Any], grid: torch.Tensor | list[int],
-                 clip_sample: bool | None = None) -> None:
+    def __init__(
+        self, noise_scheduler: Mapping[str, Any], grid: torch.Tensor | list[int], clip_sample: bool | None = None
+    ) -> None:
         cfg = shared_schedule(noise_scheduler)
         grid = torch.as_tensor(grid).long()
         if grid.ndim != 1 or len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()) or int(grid[-1]) != -1:
@@ -313,8 +376,16 @@ class VPredictionDDIMSolver(StepSolver):
         alpha, sigma = abar.sqrt(), (1.0 - abar).sqrt()
         a_t, s_t, a_n, s_n = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
         zeros = torch.zeros_like(a_t)
-        coef = StepCoefficients(P=a_t, Q=-s_t, A=a_n - s_n * a_t / s_t, B=s_n / s_t, C=zeros, E=zeros,
-                                noise_std=zeros.float(), noise_var=_ddpm_posterior_var(abar[:-1], abar[1:]).float())
+        coef = StepCoefficients(
+            P=a_t,
+            Q=-s_t,
+            A=a_n - s_n * a_t / s_t,
+            B=s_n / s_t,
+            C=zeros,
+            E=zeros,
+            noise_std=zeros.float(),
+            noise_var=_ddpm_posterior_var(abar[:-1], abar[1:]).float(),
+        )
         clip = cfg["clip_sample"] if clip_sample is None else clip_sample
         super().__init__(grid[:-1], coef, clip_range=cfg.get("clip_sample_range", 1.0) if clip else None)
         self.grid = grid

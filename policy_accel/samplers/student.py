@@ -31,9 +31,12 @@ def unet_from_policy_config(policy_config: Mapping[str, Any]) -> ConditionalUnet
     return ConditionalUnet1D(
         input_dim=int(policy_config["action_dim"]),
         global_cond_dim=int(policy_config["obs_dim"]) * int(policy_config["n_obs_steps"]),
-        diffusion_step_embed_dim=int(unet["diffusion_step_embed_dim"]), down_dims=tuple(unet["down_dims"]),
-        kernel_size=int(unet["kernel_size"]), n_groups=int(unet["n_groups"]),
-        cond_predict_scale=bool(unet["cond_predict_scale"]))
+        diffusion_step_embed_dim=int(unet["diffusion_step_embed_dim"]),
+        down_dims=tuple(unet["down_dims"]),
+        kernel_size=int(unet["kernel_size"]),
+        n_groups=int(unet["n_groups"]),
+        cond_predict_scale=bool(unet["cond_predict_scale"]),
+    )
 
 
 class _StudentModule(nn.Module):
@@ -44,20 +47,40 @@ class _StudentModule(nn.Module):
         self.model, self.normalizer = model, normalizer
 
 
-def save_student(model: ConditionalUnet1D, normalizer: Normalizer, policy_config: Mapping[str, Any],
-                 grid: torch.Tensor | list[int], path: str | Path, recipe: Mapping[str, Any] | None = None) -> Path:
+def save_student(
+    model: ConditionalUnet1D,
+    normalizer: Normalizer,
+    policy_config: Mapping[str, Any],
+    grid: torch.Tensor | list[int],
+    path: str | Path,
+    recipe: Mapping[str, Any] | None = None,
+) -> Path:
     grid_list = [int(t) for t in torch.as_tensor(grid).tolist()]
-    config = {"policy": dict(policy_config),
-              "student": {"num_steps": len(grid_list) - 1, "grid": grid_list, "parameterization": "v"}}
-    return write_checkpoint(_StudentModule(model, normalizer).state_dict(), path, STUDENT_FORMAT, config,
-                            extra=dict(recipe) if recipe else None)
+    config = {
+        "policy": dict(policy_config),
+        "student": {"num_steps": len(grid_list) - 1, "grid": grid_list, "parameterization": "v"},
+    }
+    return write_checkpoint(
+        _StudentModule(model, normalizer).state_dict(),
+        path,
+        STUDENT_FORMAT,
+        config,
+        extra=dict(recipe) if recipe else None,
+    )
 
 
 class StudentSampler:
     """``num_steps`` DDIM steps of a distilled v-prediction student."""
 
-    def __init__(self, network: ConditionalUnet1D, normalizer: Normalizer, policy_config: Mapping[str, Any],
-                 grid: torch.Tensor | list[int], name: str | None = None, source: str | None = None) -> None:
+    def __init__(
+        self,
+        network: ConditionalUnet1D,
+        normalizer: Normalizer,
+        policy_config: Mapping[str, Any],
+        grid: torch.Tensor | list[int],
+        name: str | None = None,
+        source: str | None = None,
+    ) -> None:
         self.network = network.eval()
         self.normalizer = normalizer
         self.policy_config = dict(policy_config)
@@ -68,15 +91,19 @@ class StudentSampler:
         self._sequential = SequentialSampler(self.solver, name=self.name)
 
     @classmethod
-    def from_file(cls, path: str | Path, num_steps: int | None = None, name: str | None = None) -> "StudentSampler":
+    def from_file(cls, path: str | Path, num_steps: int | None = None, name: str | None = None) -> StudentSampler:
         tensors, config, _ = read_checkpoint(path, STUDENT_FORMAT)
         try:
             policy_config, student = config["policy"], config["student"]
             network = unet_from_policy_config(policy_config)
             spec = policy_config.get("normalizer")  # imported teachers: their own layout (e.g. scale/offset)
-            normalizer = (Normalizer.empty_from_spec(spec) if spec is not None else
-                          Normalizer.empty_like({"obs": int(policy_config["obs_dim"]),
-                                                 "action": int(policy_config["action_dim"])}))
+            normalizer = (
+                Normalizer.empty_from_spec(spec)
+                if spec is not None
+                else Normalizer.empty_like(
+                    {"obs": int(policy_config["obs_dim"]), "action": int(policy_config["action_dim"])}
+                )
+            )
             grid = student["grid"]
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"'{path}' has an invalid student config: {exc}") from exc
@@ -89,7 +116,7 @@ class StudentSampler:
         compiled = self.__dict__.get("_compiled")
         return compiled(x, t, cond) if compiled is not None else self.network(x, t, cond)
 
-    def to(self, device: torch.device | str) -> "StudentSampler":
+    def to(self, device: torch.device | str) -> StudentSampler:
         """Move the student's network to ``device`` (the policy does this to follow its own device)."""
         device = torch.device(device)
         if next(self.network.parameters()).device != device:
@@ -110,26 +137,39 @@ class StudentSampler:
         device = next(self.network.parameters()).device
         cfg = self.policy_config
         cond_dim = int(cfg["obs_dim"]) * int(cfg["n_obs_steps"])
-        example = (torch.zeros((rows, int(cfg["horizon"]), int(cfg["action_dim"])), device=device),
-                   torch.full((rows,), 1, dtype=torch.long, device=device), torch.zeros((rows, cond_dim), device=device))
+        example = (
+            torch.zeros((rows, int(cfg["horizon"]), int(cfg["action_dim"])), device=device),
+            torch.full((rows,), 1, dtype=torch.long, device=device),
+            torch.zeros((rows, cond_dim), device=device),
+        )
         self._compiled = cache[mode] = compile_denoiser(self.network, mode, example)
 
-    def check_compatible(self, obs_dim: int, n_obs_steps: int, horizon: int, action_dim: int,
-                         normalizer: Normalizer) -> None:
+    def check_compatible(
+        self, obs_dim: int, n_obs_steps: int, horizon: int, action_dim: int, normalizer: Normalizer
+    ) -> None:
         """Refuse to run under a policy whose shapes or normalisation differ from the student's."""
         mine = self.policy_config
         ours = {"obs_dim": obs_dim, "n_obs_steps": n_obs_steps, "horizon": horizon, "action_dim": action_dim}
         wrong = {k: (mine[k], v) for k, v in ours.items() if int(mine[k]) != int(v)}
         if wrong:
-            raise ValueError(f"student {self.source or self.name} does not fit this policy: "
-                             + ", ".join(f"{k} student {a} vs policy {b}" for k, (a, b) in wrong.items()))
+            raise ValueError(
+                f"student {self.source or self.name} does not fit this policy: "
+                + ", ".join(f"{k} student {a} vs policy {b}" for k, (a, b) in wrong.items())
+            )
         theirs, own = normalizer.state_dict(), self.normalizer.state_dict()
         if set(theirs) != set(own) or any(not torch.allclose(theirs[k], own[k]) for k in own):
-            raise ValueError(f"student {self.source or self.name} was distilled with other normaliser stats "
-                             "than this policy's")
+            raise ValueError(
+                f"student {self.source or self.name} was distilled with other normaliser stats than this policy's"
+            )
 
     @torch.inference_mode()
-    def sample(self, denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int],
-               generator: torch.Generator | None = None, **kwargs: Any) -> SampleOutput:
+    def sample(
+        self,
+        denoiser: Denoiser,
+        cond: torch.Tensor,
+        shape: tuple[int, int, int],
+        generator: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> SampleOutput:
         """``denoiser`` (the teacher's) is deliberately unused: the student runs its own network."""
         return self._sequential.sample(self._denoise, cond, shape, generator=generator, **kwargs)

@@ -34,8 +34,15 @@ def default_candidates(num_steps: int) -> list[int]:
     return sorted(set(candidates + [num_steps]))
 
 
-def batch_cost_curve(denoiser: Denoiser, cond: torch.Tensor, shape: tuple[int, int, int],
-                     windows: list[int], timestep: int, repeats: int = 5, seed: int = 0) -> dict[int, float]:
+def batch_cost_curve(
+    denoiser: Denoiser,
+    cond: torch.Tensor,
+    shape: tuple[int, int, int],
+    windows: list[int],
+    timestep: int,
+    repeats: int = 5,
+    seed: int = 0,
+) -> dict[int, float]:
     """Median seconds of one network call on ``w * batch`` rows, per window ``w``."""
     curve = {}
     generator = torch.Generator(device=cond.device).manual_seed(seed)
@@ -59,8 +66,14 @@ def choose_window(latency: dict[int, float], margin: float = TIE_MARGIN) -> int:
     return min(w for w, seconds in latency.items() if seconds <= best * (1.0 + margin))
 
 
-def calibrate_window(sampler: "PicardSampler", denoiser: Denoiser, cond: torch.Tensor,
-                     shape: tuple[int, int, int], repeats: int = 2, seed: int = 0) -> dict[str, Any]:
+def calibrate_window(
+    sampler: PicardSampler,
+    denoiser: Denoiser,
+    cond: torch.Tensor,
+    shape: tuple[int, int, int],
+    repeats: int = 2,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Time full Picard solves for each candidate window and return the fastest, with the
     batch-cost curve and round counts that explain the choice."""
     n = sampler.solver.num_steps
@@ -77,5 +90,12 @@ def calibrate_window(sampler: "PicardSampler", denoiser: Denoiser, cond: torch.T
                 out = sampler.sample(denoiser, cond, shape, noise=noise, window=w)
         latency[w], rounds[w] = min(times), out.stats.rounds
     chosen = choose_window(latency)
-    return {"window": chosen, "tie_margin": TIE_MARGIN, "candidates": windows, "latency_s": latency, "rounds": rounds,
-            "call_cost_s": curve, "batch_size": shape[0]}
+    return {
+        "window": chosen,
+        "tie_margin": TIE_MARGIN,
+        "candidates": windows,
+        "latency_s": latency,
+        "rounds": rounds,
+        "call_cost_s": curve,
+        "batch_size": shape[0],
+    }

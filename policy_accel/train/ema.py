@@ -14,11 +14,13 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 
-def warmup_ema_avg_fn(power: float = 0.75, max_decay: float = 0.9999
-                      ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def warmup_ema_avg_fn(
+    power: float = 0.75, max_decay: float = 0.9999
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
         decay = min(max_decay, max(0.0, 1.0 - (1.0 + float(num_averaged)) ** -power))
         return averaged + (current - averaged) * (1.0 - decay)
+
     return average
 
 

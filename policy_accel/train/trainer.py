@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from policy_accel.data.datasets import PushTDataset
-from policy_accel.device import resolve_device
 from policy_accel.data.metaworld_dataset import MetaWorldDataset
+from policy_accel.device import resolve_device
 from policy_accel.envs.metaworld.config import is_metaworld_obs, metaworld_tasks
+from policy_accel.model.config import DiffusionPolicyConfig, UnetConfig
 from policy_accel.policy.checkpoint import save_policy
-from policy_accel.policy.config import DiffusionPolicyConfig, UnetConfig
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
 from policy_accel.train.ema import make_ema
 
@@ -36,22 +36,41 @@ from policy_accel.train.ema import make_ema
 def build_dataset(cfg: DictConfig) -> PushTDataset | MetaWorldDataset:
     d, p = cfg.dataset, cfg.policy
     if is_metaworld_obs(cfg.env.obs_type):  # env=metaworld / metaworld_mt10: the record-demos zarr
-        return MetaWorldDataset(d.zarr_path, obs_type=cfg.env.obs_type, horizon=p.horizon,
-                                n_obs_steps=p.n_obs_steps, n_action_steps=p.n_action_steps, val_ratio=d.val_ratio,
-                                seed=d.seed, max_train_episodes=d.max_train_episodes,
-                                tasks=metaworld_tasks(cfg.env))
-    return PushTDataset(d.zarr_path, obs_type=cfg.env.obs_type, horizon=p.horizon, n_obs_steps=p.n_obs_steps,
-                        n_action_steps=p.n_action_steps, val_ratio=d.val_ratio, seed=d.seed,
-                        max_train_episodes=d.max_train_episodes)
+        return MetaWorldDataset(
+            d.zarr_path,
+            obs_type=cfg.env.obs_type,
+            horizon=p.horizon,
+            n_obs_steps=p.n_obs_steps,
+            n_action_steps=p.n_action_steps,
+            val_ratio=d.val_ratio,
+            seed=d.seed,
+            max_train_episodes=d.max_train_episodes,
+            tasks=metaworld_tasks(cfg.env),
+        )
+    return PushTDataset(
+        d.zarr_path,
+        obs_type=cfg.env.obs_type,
+        horizon=p.horizon,
+        n_obs_steps=p.n_obs_steps,
+        n_action_steps=p.n_action_steps,
+        val_ratio=d.val_ratio,
+        seed=d.seed,
+        max_train_episodes=d.max_train_episodes,
+    )
 
 
 def build_policy(cfg: DictConfig, dataset: PushTDataset) -> DiffusionPolicy:
     p = cfg.policy
     config = DiffusionPolicyConfig(
-        obs_type=cfg.env.obs_type, obs_dim=dataset.obs_dim, action_dim=dataset.action_dim,
-        horizon=p.horizon, n_obs_steps=p.n_obs_steps, n_action_steps=p.n_action_steps,
+        obs_type=cfg.env.obs_type,
+        obs_dim=dataset.obs_dim,
+        action_dim=dataset.action_dim,
+        horizon=p.horizon,
+        n_obs_steps=p.n_obs_steps,
+        n_action_steps=p.n_action_steps,
         unet=UnetConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True)),
-        noise_scheduler=dict(OmegaConf.to_container(p.noise_scheduler, resolve=True)))
+        noise_scheduler=dict(OmegaConf.to_container(p.noise_scheduler, resolve=True)),
+    )
     return DiffusionPolicy(config, dataset.fit_normalizer())
 
 
@@ -71,16 +90,18 @@ def validation_loss(policy: torch.nn.Module, dataset: PushTDataset, batch_size: 
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     device = policy.device
-    losses = [float(policy.compute_loss(to_device(batch, device)))
-              for batch in DataLoader(dataset, batch_size=batch_size)]
+    losses = [
+        float(policy.compute_loss(to_device(batch, device))) for batch in DataLoader(dataset, batch_size=batch_size)
+    ]
     torch.random.set_rng_state(state)
     return sum(losses) / max(len(losses), 1)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """A data-loader batch (nested dicts of tensors) on the training device."""
-    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
-            for k, v in batch.items()}
+    return {
+        k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True) for k, v in batch.items()
+    }
 
 
 def train(cfg: DictConfig) -> Path:
@@ -97,8 +118,13 @@ def train(cfg: DictConfig) -> Path:
     device = resolve_device(OmegaConf.select(cfg, "device", default="auto"))
     policy = build_policy(cfg, dataset).to(device)
     ema = make_ema(policy, power=t.ema_power, max_decay=t.ema_max_decay)
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+    optimizer = torch.optim.AdamW(
+        policy.model.parameters(),
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+    )
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps, t.num_steps)
 
     step, state_path = 0, run_dir / "last.pt"
@@ -120,9 +146,17 @@ def train(cfg: DictConfig) -> Path:
 
     def checkpoint(current_step: int, wall: float) -> None:
         tmp = state_path.with_suffix(".tmp")
-        torch.save({"policy": policy.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                    "lr_schedule": lr_schedule.state_dict(), "torch_rng": torch.random.get_rng_state(),
-                    "step": current_step}, tmp)
+        torch.save(
+            {
+                "policy": policy.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_schedule": lr_schedule.state_dict(),
+                "torch_rng": torch.random.get_rng_state(),
+                "step": current_step,
+            },
+            tmp,
+        )
         tmp.replace(state_path)
         save_policy(ema.module, export_path, {**recipe, "train_steps": current_step, "train_wall_s": wall})
 
@@ -148,8 +182,13 @@ def train(cfg: DictConfig) -> Path:
             bar.update(1)
             wall = prior_wall + time.time() - start
             if step % t.log_every == 0 or step == t.num_steps:
-                record = {"event": "train", "step": step, "loss": window_loss / window_n,
-                          "lr": lr_schedule.get_last_lr()[0], "wall_s": round(wall, 1)}
+                record = {
+                    "event": "train",
+                    "step": step,
+                    "loss": window_loss / window_n,
+                    "lr": lr_schedule.get_last_lr()[0],
+                    "wall_s": round(wall, 1),
+                }
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 window_loss, window_n = 0.0, 0
                 if t.val_every and (step % t.val_every == 0 or step == t.num_steps):
@@ -207,10 +246,16 @@ def _rollout_score(cfg: DictConfig, policy: DiffusionPolicy) -> dict[str, Any]:
     if OmegaConf.select(cfg, "compile", default=False):  # a fresh compiled copy: compiled code bakes in weights
         policy = copy.deepcopy(policy).compile(cfg.compile)
     evaluate = evaluate_metaworld if is_metaworld_env(cfg.env) else evaluate_policy  # Meta-World: seeds per task
-    result = evaluate(policy, sampler=cfg.train.rollout_sampler, env_cfg=cfg.env,
-                             seeds=list(range(cfg.train.rollout_seed_start,
-                                              cfg.train.rollout_seed_start + cfg.train.rollout_n_seeds)),
-                             progress=False)
+    result = evaluate(
+        policy,
+        sampler=cfg.train.rollout_sampler,
+        env_cfg=cfg.env,
+        seeds=list(range(cfg.train.rollout_seed_start, cfg.train.rollout_seed_start + cfg.train.rollout_n_seeds)),
+        progress=False,
+    )
     policy.train(was_training)
-    return {"sampler": cfg.train.rollout_sampler, "mean_max_reward": result["mean_max_reward"],
-            "success_rate": result["success_rate"]}
+    return {
+        "sampler": cfg.train.rollout_sampler,
+        "mean_max_reward": result["mean_max_reward"],
+        "success_rate": result["success_rate"],
+    }

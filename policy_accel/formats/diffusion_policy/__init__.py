@@ -1,0 +1,1 @@
+"""Diffusion Policy workspace checkpoints (.ckpt): the safe reader and the writer used by tests and examples."""

@@ -1,0 +1,1 @@
+"""LeRobot policy folders (pretrained_model/): reader, normaliser, RGB encoder and feature names."""
