@@ -31,8 +31,9 @@ def load(
     compile: bool | str = False,
     **sampler_options: Any,
 ) -> DiffusionPolicy:
-    """Load a checkpoint (the project's safetensors, a Diffusion Policy ``.ckpt`` or a LeRobot
-    ``pretrained_model/`` folder; the format is detected) with a sampler chosen by name (``"ddpm"``,
+    """Load a checkpoint (the project's safetensors, a Diffusion Policy ``.ckpt``, a LeRobot
+    ``pretrained_model/`` folder, or any format in :data:`policy_accel.formats.FORMATS`; the format is
+    detected) with a sampler chosen by name (``"ddpm"``,
     ``"ddim-10"``, ``"picard"``, ``"paraddim-16"``, ``"student"``...) and its options
     (``window``, ``tolerance``, ``num_steps``, ``deadline_s``, ``checkpoint``...). ``sampler=None``
     runs the checkpoint's own inference (what Diffusion Policy or LeRobot would run).
@@ -48,7 +49,7 @@ def load(
     Call ``policy.warmup()`` before the loop's first tick."""
     from policy_accel.device import resolve_device
     from policy_accel.paths import shipped_or_given
-    from policy_accel.policy.checkpoint import load_policy
+    from policy_accel.policy.loading import load_policy
     from policy_accel.policy.warmup import check_threads
     from policy_accel.samplers import parse_sampler_spec
 

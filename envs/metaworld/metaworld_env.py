@@ -30,7 +30,13 @@ from policy_accel.envs.metaworld.tasks import (
 
 def make_simulator(task: str, render_mode: str | None = None, camera_name: str = "corner") -> Any:
     """The raw Meta-World env of ``task`` with the goal observable and seeded task variations."""
-    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+    try:
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+    except ImportError as exc:
+        raise ImportError(
+            f'Meta-World needs the metaworld package ({exc.name} is missing): pip install "policy-accel[metaworld]"',
+            name=exc.name,
+        ) from exc
 
     env = ALL_V3_ENVIRONMENTS[f"{normalise_task(task)}-v3"](render_mode=render_mode, camera_name=camera_name)
     env._partially_observable = False
@@ -50,7 +56,7 @@ class MetaWorldEnv(gym.Env):
     success (evaluation needs no more); by default episodes run to the time limit like Meta-World.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80, "control_hz": 80}  # Meta-World's own control rate
 
     def __init__(
         self,

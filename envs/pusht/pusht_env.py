@@ -138,7 +138,7 @@ class PushTEnv(gym.Env):
     original); non-finite or wrongly shaped actions raise ValueError.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ, "control_hz": CONTROL_HZ}
 
     def __init__(
         self,

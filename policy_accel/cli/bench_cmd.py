@@ -46,9 +46,10 @@ def run(args: list[str]) -> None:
     output_dir = prepare_output_dir(Path(str(cfg.output_dir)), "bench")
     import torch
 
-    from policy_accel.eval.bench import BenchSpecError, bench_table, comparison_table, run_benchmark, write_bench_report
+    from policy_accel.eval.bench import BenchSpecError, run_benchmark
     from policy_accel.eval.plots import plot_latency_distributions, plot_reward_vs_latency
-    from policy_accel.policy.checkpoint import CheckpointError, load_policy
+    from policy_accel.eval.report import bench_table, comparison_table, per_task_table, write_bench_report
+    from policy_accel.policy.loading import CheckpointError, load_policy
 
     checkpoint = Path(str(cfg.checkpoint))
     if not checkpoint.exists():  # a file, or a LeRobot pretrained_model/ directory
@@ -92,9 +93,7 @@ def run(args: list[str]) -> None:
     boxes = plot_latency_distributions(report["results"], output_dir / "latency_distributions.png")
     print(bench_table(report["results"]))
     if any("per_task" in r for r in report["results"]):
-        from policy_accel.eval.metaworld_rollout import metaworld_table
-
-        print("\n" + metaworld_table(report["results"]))
+        print("\n" + per_task_table(report["results"]))
     if report["comparisons"]:
         print("\n" + comparison_table(report["comparisons"]))
     print(f"\nreport: {md_path}\n        {json_path}\nplots:  {scatter}\n        {boxes}")

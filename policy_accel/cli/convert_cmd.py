@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(args: list[str]) -> None:
+    """Read INPUT with the format that recognises it and write it as the project's safetensors file."""
     options = _parser().parse_args(args)
     if options.output.suffix != ".safetensors":
         raise SystemExit(f"policy-accel convert: OUTPUT must end in .safetensors, got '{options.output}'")
@@ -30,17 +31,19 @@ def run(args: list[str]) -> None:
         raise SystemExit(f"policy-accel convert: '{options.output}' exists (pass --force to overwrite)")
     if options.input.resolve() == options.output.resolve():
         raise SystemExit("policy-accel convert: INPUT and OUTPUT are the same file")
-    from policy_accel.policy.checkpoint import CheckpointError, load_policy, save_policy
+    from policy_accel.formats import read_checkpoint
+    from policy_accel.policy.loading import CheckpointError, build_policy, save_policy
 
-    try:
-        policy = load_policy(options.input)
+    try:  # through the format registry: any readable format converts, detected from the path
+        loaded = read_checkpoint(options.input)
+        policy = build_policy(loaded)
     except (CheckpointError, FileNotFoundError) as exc:
         raise SystemExit(f"policy-accel convert: {exc}") from None
     save_policy(policy, options.output, extra_metadata={"converted_from": options.input.name})
     cfg = policy.config
     n_params = sum(p.numel() for p in policy.parameters())
     print(
-        f"wrote {options.output}: {cfg.network} policy, {n_params:,} parameters, horizon {cfg.horizon}, "
-        f"n_obs_steps {cfg.n_obs_steps}, n_action_steps {cfg.n_action_steps}, observations "
+        f"wrote {options.output} (from a {loaded.format}): {cfg.network} policy, {n_params:,} parameters, "
+        f"horizon {cfg.horizon}, n_obs_steps {cfg.n_obs_steps}, n_action_steps {cfg.n_action_steps}, observations "
         f"{list(cfg.obs_shapes) if cfg.obs_shapes else f'({cfg.obs_dim},)'}"
     )

@@ -26,10 +26,10 @@ CONFIG_NAME = "distill"
 def run(args: list[str]) -> None:
     import torch
 
-    from policy_accel.data.datasets import PushTDataset
     from policy_accel.distill.progressive import distill
+    from policy_accel.eval.families import check_policy, family_for
     from policy_accel.eval.rollout import evaluate_policy
-    from policy_accel.policy.checkpoint import CheckpointError, load_policy
+    from policy_accel.policy.loading import CheckpointError, load_policy
     from policy_accel.samplers.student import StudentSampler
 
     cfg = load_config(CONFIG_NAME, args)
@@ -62,37 +62,22 @@ def run(args: list[str]) -> None:
         raise SystemExit(f"policy-accel distill: {exc}") from None
     place_policy(teacher, cfg, "distill")  # the students train on this device; compile applies to their scores
     p = teacher.config
-    from policy_accel.eval.metaworld_rollout import evaluate_metaworld, family_mismatch, is_metaworld_env
-
-    if (problem := family_mismatch(p, cfg.env, cfg.teacher)) is not None:
-        raise SystemExit(f"policy-accel distill: teacher {problem}")
-    if is_metaworld_env(cfg.env):  # the record-demos zarr, all its tasks (the teacher is multi-task)
-        from policy_accel.data.metaworld_dataset import MetaWorldDataset
-
-        dataset = MetaWorldDataset(
-            cfg.dataset.zarr_path,
-            obs_type=p.obs_type,
-            horizon=p.horizon,
-            n_obs_steps=p.n_obs_steps,
-            n_action_steps=p.n_action_steps,
-            val_ratio=cfg.dataset.val_ratio,
-            seed=cfg.dataset.seed,
-        )
-    else:
-        dataset = PushTDataset(
-            cfg.dataset.zarr_path,
-            obs_type=p.obs_type,
-            horizon=p.horizon,
-            n_obs_steps=p.n_obs_steps,
-            n_action_steps=p.n_action_steps,
-            val_ratio=cfg.dataset.val_ratio,
-            seed=cfg.dataset.seed,
-        )
-    rollout = evaluate_metaworld if is_metaworld_env(cfg.env) else evaluate_policy  # Meta-World: seeds per task
     seeds = list(range(int(cfg.eval.seed_start), int(cfg.eval.seed_start) + int(cfg.eval.n_seeds)))
+    # The env only serves the students' rollouts: its observations are checked in detail when there are some.
+    if (problem := check_policy(p, cfg.env, cfg.teacher, observations=bool(seeds))) is not None:
+        raise SystemExit(f"policy-accel distill: teacher {problem}")
+    dataset = family_for(cfg.env).dataset(  # Meta-World: the record-demos zarr, all its tasks (a multi-task teacher)
+        cfg.dataset.zarr_path,
+        obs_type=p.obs_type,
+        horizon=p.horizon,
+        n_obs_steps=p.n_obs_steps,
+        n_action_steps=p.n_action_steps,
+        val_ratio=cfg.dataset.val_ratio,
+        seed=cfg.dataset.seed,
+    )
 
     def evaluate(student: StudentSampler) -> dict[str, Any]:
-        result = rollout(
+        result = evaluate_policy(  # Meta-World: every task on every seed
             teacher, sampler=student, env_cfg=cfg.env, seeds=seeds, n_envs=int(cfg.eval.n_envs), progress=False
         )
         return {

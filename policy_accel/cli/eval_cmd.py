@@ -29,9 +29,34 @@ from policy_accel.cli.options import (
 CONFIG_NAME = "eval"
 
 
-def _sampler_spec(cfg: DictConfig) -> dict[str, Any]:
-    """The ``sampler`` config group entry as a plain mapping for ``build_sampler``."""
-    return OmegaConf.to_container(cfg.sampler, resolve=True)
+def _sampler_spec(cfg: DictConfig, args: list[str], checkpoint: Path) -> dict[str, Any]:
+    """The ``sampler`` config group entry as a plain mapping for ``build_sampler``; ``sampler=student-k``
+    without ``sampler.checkpoint=`` means the k-step student of the checkpoint in use."""
+    spec = OmegaConf.to_container(cfg.sampler, resolve=True)
+    given = any(arg.lstrip("+").startswith("sampler.checkpoint=") for arg in args)
+    if spec.get("name") == "student" and not given:
+        spec["checkpoint"] = str(_student_of(checkpoint, int(spec["num_steps"])))
+    return spec
+
+
+def _student_of(checkpoint: Path, num_steps: int) -> Path:
+    """``<prefix>_teacher.safetensors`` -> ``<prefix>_student_<k>step.safetensors`` beside it (how distilled
+    students are shipped, e.g. checkpoints/metaworld_mt10_student_1step.safetensors); an error naming
+    ``sampler.checkpoint`` when the checkpoint has no such name or that student is not there."""
+    stem = checkpoint.name.rsplit(".", 1)[0]
+    if not checkpoint.is_file() or not stem.endswith("_teacher"):
+        raise SystemExit(
+            f"policy-accel eval: sampler=student-{num_steps}: no students are known for checkpoint '{checkpoint}' "
+            "(students are found beside a <name>_teacher.safetensors as <name>_student_<k>step.safetensors); "
+            "pass sampler.checkpoint=PATH to a student distilled from it"
+        )
+    student = checkpoint.with_name(f"{stem.removesuffix('_teacher')}_student_{num_steps}step.safetensors")
+    if not student.is_file():
+        raise SystemExit(
+            f"policy-accel eval: sampler=student-{num_steps}: the student '{student}' not found beside "
+            f"checkpoint '{checkpoint}'; distill it with `policy-accel distill` or pass sampler.checkpoint=PATH"
+        )
+    return student
 
 
 def run(args: list[str]) -> None:
@@ -55,9 +80,9 @@ def run(args: list[str]) -> None:
     import torch
 
     from policy_accel.device import device_info
-    from policy_accel.eval.report import markdown_table, write_report
+    from policy_accel.eval.report import markdown_table, per_task_table, write_report
     from policy_accel.eval.rollout import evaluate_policy
-    from policy_accel.policy.checkpoint import CheckpointError, load_policy
+    from policy_accel.policy.loading import CheckpointError, load_policy
 
     checkpoint = Path(str(cfg.checkpoint))
     if not checkpoint.exists():  # a file, or a LeRobot pretrained_model/ directory
@@ -67,7 +92,7 @@ def run(args: list[str]) -> None:
         )
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
-    spec = _sampler_spec(cfg)
+    spec = _sampler_spec(cfg, args, checkpoint)
     try:
         policy = load_policy(checkpoint, sampler=spec)
     except CheckpointError as exc:
@@ -75,16 +100,13 @@ def run(args: list[str]) -> None:
     except (ValueError, TypeError, FileNotFoundError) as exc:  # a bad sampler spec, a missing student file
         raise SystemExit(f"policy-accel eval: bad sampler {spec!r}: {exc}") from None
     place_policy(policy, cfg, "eval")
-    from policy_accel.eval.metaworld_rollout import evaluate_metaworld, is_metaworld_env
-
     check_policy_fits_env(policy, cfg, checkpoint, "eval")
 
     output_dir = prepare_output_dir(
         Path(str(cfg.output_dir)) if cfg.output_dir else Path("outputs/eval") / policy.sampler.name, "eval"
     )
     seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
-    evaluate = evaluate_metaworld if is_metaworld_env(cfg.env) else evaluate_policy
-    result = evaluate(
+    result = evaluate_policy(
         policy,
         sampler=None,
         env_cfg=cfg.env,
@@ -103,9 +125,7 @@ def run(args: list[str]) -> None:
     json_path, md_path = write_report(result, output_dir)
     print(markdown_table([result]))
     if "per_task" in result:
-        from policy_accel.eval.metaworld_rollout import metaworld_table
-
-        print("\n" + metaworld_table([result]))
+        print("\n" + per_task_table([result]))
     print(f"\nreport: {md_path}\n        {json_path}")
     for video in result["videos"]:
         print(f"video:  {video}")

@@ -43,8 +43,9 @@ def run(args: list[str]) -> None:
     out = prepare_output_dir(str(cfg.output_dir), "latency")
     from policy_accel.device import device_info
     from policy_accel.eval.load_test import latency_under_load, load_test_markdown
-    from policy_accel.eval.report import json_safe, machine_info
-    from policy_accel.policy.checkpoint import CheckpointError, load_policy
+    from policy_accel.eval.machine import machine_info
+    from policy_accel.eval.report import json_safe
+    from policy_accel.policy.loading import CheckpointError, load_policy
 
     try:
         policy = load_policy(Path(str(cfg.checkpoint)), sampler=OmegaConf.to_container(cfg.sampler, resolve=True))

@@ -54,6 +54,18 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         raise SystemExit(f"policy-accel: unknown command '{command}'\n{usage()}")
+    try:
+        _run(command, rest)
+    except ImportError as exc:  # an optional extra that this install lacks: say which to install
+        from policy_accel.extras import missing_extra_hint
+
+        hint = missing_extra_hint(exc)
+        if hint is None:
+            raise
+        raise SystemExit(f"policy-accel {command}: {hint}") from exc
+
+
+def _run(command: str, rest: list[str]) -> None:
     module = importlib.import_module(COMMANDS[command][0])
     config_name = getattr(module, "CONFIG_NAME", None)  # hydra commands; the others parse their own --help
     if config_name is not None and any(arg in ("-h", "--help") for arg in rest):

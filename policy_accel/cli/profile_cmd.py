@@ -29,9 +29,9 @@ CONFIG_NAME = "profile"
 def run(args: list[str]) -> None:
     import torch
 
-    from policy_accel.data.datasets import PushTDataset
+    from policy_accel.eval.families import family_of_policy
     from policy_accel.eval.profiling import profile_markdown, profile_samplers
-    from policy_accel.policy.checkpoint import CheckpointError, load_policy
+    from policy_accel.policy.loading import CheckpointError, load_policy
 
     cfg = load_config(CONFIG_NAME, args)
     check_options(
@@ -56,28 +56,14 @@ def run(args: list[str]) -> None:
         raise SystemExit(f"policy-accel profile: {exc}") from None
     place_policy(policy, cfg, "profile")
     p = policy.config
-    from policy_accel.envs.metaworld.config import is_metaworld_obs
-
-    if is_metaworld_obs(p.obs_type):  # a Meta-World policy: zarr_path=<the record-demos zarr>
-        from policy_accel.data.metaworld_dataset import MetaWorldDataset
-
-        dataset = MetaWorldDataset(
-            cfg.zarr_path,
-            obs_type=p.obs_type,
-            horizon=p.horizon,
-            n_obs_steps=p.n_obs_steps,
-            n_action_steps=p.n_action_steps,
-            val_ratio=0.0,
-        )
-    else:
-        dataset = PushTDataset(
-            cfg.zarr_path,
-            obs_type=p.obs_type,
-            horizon=p.horizon,
-            n_obs_steps=p.n_obs_steps,
-            n_action_steps=p.n_action_steps,
-            val_ratio=0.0,
-        )
+    dataset = family_of_policy(p).dataset(  # the policy's family's demos (Meta-World: the record-demos zarr)
+        cfg.zarr_path,
+        obs_type=p.obs_type,
+        horizon=p.horizon,
+        n_obs_steps=p.n_obs_steps,
+        n_action_steps=p.n_action_steps,
+        val_ratio=0.0,
+    )
     picks = np.random.default_rng(int(cfg.seed)).choice(len(dataset), int(cfg.n_conds), replace=False)
     obs_keys = OmegaConf.to_container(cfg.obs_keys, resolve=True) if cfg.obs_keys is not None else {}
     histories = [_history(dataset[int(i)]["obs"], p, obs_keys) for i in picks]

@@ -40,8 +40,9 @@ def run(args: list[str]) -> None:
             "progress": boolean,
         },
     )
-    from policy_accel.data.metaworld_demos import format_stats, record_demos, stats_path
     from policy_accel.envs.metaworld.tasks import normalise_task
+    from policy_accel.eval.families import METAWORLD
+    from policy_accel.eval.families.metaworld_demos import format_stats, stats_path
 
     tasks = list(OmegaConf.to_container(cfg.tasks)) if OmegaConf.is_list(cfg.tasks) else [cfg.tasks]
     try:
@@ -57,7 +58,7 @@ def run(args: list[str]) -> None:
         shutil.rmtree(output)
     warnings.filterwarnings("ignore", message="Constant.*may be too high")  # Meta-World's experts, harmless
     try:
-        summary = record_demos(
+        summary = METAWORLD.record_demos(
             tasks,
             int(cfg.episodes_per_task),
             output,

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from policy_accel.eval.replay_demos import ORDERS, format_report, replay_demos
+from policy_accel.eval.families import PUSHT
+from policy_accel.eval.families.pusht_replay import ORDERS, format_report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def run(args: list[str]) -> None:
     from policy_accel.data.replay_buffer import ReplayBufferError
 
     try:
-        report = replay_demos(
+        report = PUSHT.replay_demos(
             options.path, episodes=options.episodes, order=options.order, progress=not options.no_progress
         )
     except (FileNotFoundError, ReplayBufferError, KeyError) as exc:

@@ -1,21 +1,20 @@
-"""Turn evaluation results into ``report.json`` + ``report.md``, and compare samplers side by side.
+"""Render results: the Markdown tables and reports of ``eval`` and ``bench``, and their JSON files.
 
-Results are the dicts returned by :func:`policy_accel.eval.rollout.evaluate_policy`; the
-JSON keeps everything (per-episode scores, raw latencies summary, machine facts) so a
-later benchmark can re-tabulate without re-running, and the Markdown is what a human reads.
+Results are the dicts of :func:`policy_accel.eval.rollout.evaluate_policy` and
+:func:`policy_accel.eval.bench.run_benchmark`; the JSON keeps everything (per-episode scores, raw
+latencies, machine facts) so a later benchmark can re-tabulate without re-running, and the Markdown
+is what a human reads. The figures are :mod:`policy_accel.eval.plots`. Family-specific wording
+(what max reward means, the per-task table) comes from the result's env family.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
+from policy_accel.eval.families import family_for
 
 COLUMNS = (
     "sampler",
@@ -28,29 +27,22 @@ COLUMNS = (
     "rounds/chunk",
     "batch",
 )
+BENCH_COLUMNS = (
+    "sampler",
+    "episodes",
+    "mean max reward ± CI95",
+    "success",
+    "chunk p50 / p95 / p99 ms",
+    "per-action ms",
+    "NFE/chunk",
+    "rounds/chunk",
+    "speed-up (latency)",
+    "speed-up (rounds)",
+)
+_SHORT_TASKS = {"button-press-topdown": "button-topdown", "peg-insert-side": "peg-insert"}  # narrow table columns
 
 
-def machine_info() -> dict[str, Any]:
-    """Facts that make a latency number interpretable: CPU, core and thread counts, versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
+# ---------------------------------------------------------------- cells
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -59,36 +51,142 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _row(result: Mapping[str, Any]) -> list[str]:
+def _times(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "n/a"
+
+
+def _signed(value: float | None, ci: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.3f}" + (f" ± {ci:.3f}" if ci is not None else "")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _score_cells(result: Mapping[str, Any]) -> list[str]:
+    """Episodes, reward ± CI95, success, chunk latency percentiles, per-action ms, NFE and rounds."""
     lat = result.get("latency_ms") or {}
     ci = result.get("ci95")
-    reward = _fmt(result.get("mean_max_reward")) + (f" ± {_fmt(ci)}" if ci is not None else "")
-    latency = " / ".join(_fmt(lat.get(k), 1) for k in ("p50", "p95", "p99"))
     return [
-        str(result.get("sampler", "?")),
         str(result.get("n_episodes", "?")),
-        reward,
+        _fmt(result.get("mean_max_reward")) + (f" ± {_fmt(ci)}" if ci is not None else ""),
         _fmt(result.get("success_rate"), 2),
-        latency,
+        " / ".join(_fmt(lat.get(k), 1) for k in ("p50", "p95", "p99")),
         _fmt(result.get("per_action_ms"), 2),
         _fmt(result.get("nfe_per_chunk"), 1),
         _fmt(result.get("rounds_per_chunk"), 1),
-        _fmt(result.get("batch_size")),
     ]
 
 
+# ---------------------------------------------------------------- tables
 def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
-    """One row per result (sampler), in the given order."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_row(r)) + " |" for r in results]
-    return "\n".join(lines)
+    """The evaluation table: one row per result (sampler), in the given order."""
+    rows = [[str(r.get("sampler", "?")), *_score_cells(r), _fmt(r.get("batch_size"))] for r in results]
+    return _table(COLUMNS, rows)
 
 
-def _machine_lines(machine: Mapping[str, Any]) -> list[str]:
-    return [f"- {key}: {value}" for key, value in machine.items()]
+def bench_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """The benchmark's table, one row per sampler in the given order, with speed-ups over the baseline."""
+    rows = [
+        [
+            str(r.get("label", r.get("sampler", "?"))),
+            *_score_cells(r),
+            _times(r.get("speedup_vs_baseline")),
+            _times(r.get("rounds_ratio_vs_baseline")),
+        ]
+        for r in results
+    ]
+    return _table(BENCH_COLUMNS, rows)
 
 
-def _markdown_report(result: Mapping[str, Any]) -> str:
+def per_task_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """One row per sampler: the task-averaged success ± CI95, latency, NFE, rounds, then success per task."""
+    order = family_for(results[0]).task_order if results else ()
+    seen = [t for r in results for t in (r.get("per_task") or {})]
+    tasks = [t for t in order if t in seen] + [t for t in dict.fromkeys(seen) if t not in order]
+    head = [
+        "sampler",
+        "episodes",
+        f"success ({len(tasks)}-task mean) ± CI95",
+        "chunk p50 / p95 ms",
+        "NFE/chunk",
+        "rounds/chunk",
+        "speed-up latency / rounds",
+        *(_SHORT_TASKS.get(t, t) for t in tasks),
+    ]
+    rows = []
+    for r in results:
+        lat = r.get("latency_ms") or {}
+        ci = r.get("success_ci95")
+        per = r.get("per_task") or {}
+        rows.append(
+            [
+                str(r.get("label", r.get("sampler", "?"))),
+                str(r.get("n_episodes", "?")),
+                f"{r['success_rate']:.3f}" + (f" ± {ci:.3f}" if ci is not None else ""),
+                " / ".join("n/a" if lat.get(k) is None else f"{lat[k]:.1f}" for k in ("p50", "p95")),
+                "n/a" if r.get("nfe_per_chunk") is None else f"{r['nfe_per_chunk']:.1f}",
+                "n/a" if r.get("rounds_per_chunk") is None else f"{r['rounds_per_chunk']:.1f}",
+                " / ".join(
+                    "n/a" if s is None else f"{s:.2f}x"
+                    for s in (r.get("speedup_vs_baseline"), r.get("rounds_ratio_vs_baseline"))
+                ),
+                *(f"{per[t]['success_rate']:.2f}" if t in per else "-" for t in tasks),
+            ]
+        )
+    return _table(head, rows)
+
+
+def comparison_table(comparisons: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of seed-paired reward and success differences."""
+    header = (
+        "A",
+        "B",
+        "seeds",
+        "reward A - B ± CI95",
+        "A better / B better / tie",
+        "A clearly better",
+        "success A - B ± CI95",
+        "latency B / A",
+    )
+    rows = [
+        [
+            str(c["a"]),
+            str(c["b"]),
+            str(c["n_seeds"]),
+            _signed(c["mean_diff"], c.get("ci95")),
+            f"{c['a_better']} / {c['b_better']} / {c['ties']}",
+            "yes" if c["a_clearly_better"] else "no",
+            _signed(c.get("success_diff"), c.get("success_ci95")),
+            _times(c.get("latency_ratio_b_over_a")),
+        ]
+        for c in comparisons
+    ]
+    return _table(header, rows)
+
+
+# ---------------------------------------------------------------- eval report
+def _per_task_lines(result: Mapping[str, Any]) -> list[str]:
+    """Multi-task results: the per-task success table."""
+    if "per_task" not in result:
+        return []
+    family = family_for(result)
+    return [
+        f"## Success per task ({family.title})",
+        "",
+        per_task_table([result]),
+        "",
+        "Success is the mean over tasks of each task's rate, CI95 by the normal approximation; "
+        f"mean max reward above is {family.reward_name}.",
+        "",
+    ]
+
+
+def eval_markdown(result: Mapping[str, Any]) -> str:
+    """``report.md`` of one evaluation: the table, per-task success, what the numbers mean, the machine."""
     seeds = list(result.get("seeds", []))
     seed_text = f"{seeds[0]} … {seeds[-1]} ({len(seeds)} seeds)" if seeds else "none"
     lines = [
@@ -97,12 +195,7 @@ def _markdown_report(result: Mapping[str, Any]) -> str:
         markdown_table([result]),
         "",
         *_per_task_lines(result),
-        (
-            "Mean max reward is Meta-World's dense reward (0-10)"
-            if result.get("per_task")
-            else "Mean max reward is Diffusion Policy's coverage score"
-        )
-        + "; CI95 is the normal approximation "
+        f"Mean max reward is {family_for(result).reward_name}; CI95 is the normal approximation "
         "(1.96 · std / √n). Chunk latency is one batched policy call that planned a new chunk; "
         "per-action ms is total policy time divided by batched control steps.",
         "",
@@ -116,29 +209,98 @@ def _markdown_report(result: Mapping[str, Any]) -> str:
         "",
         "## Machine",
         "",
-        *_machine_lines(result.get("machine") or {}),
+        *[f"- {key}: {value}" for key, value in (result.get("machine") or {}).items()],
         "",
     ]
     return "\n".join(lines)
 
 
-def _per_task_lines(result: Mapping[str, Any]) -> list[str]:
-    """Meta-World results: the per-task success table (imported lazily: PushT reports need no Meta-World)."""
-    if "per_task" not in result:
-        return []
-    from policy_accel.eval.metaworld_rollout import metaworld_table
+# ---------------------------------------------------------------- bench report
+def _calibration_line(result: Mapping[str, Any]) -> str | None:
+    cal = result.get("calibration")
+    if not cal:
+        return None
+    rounds = ", ".join(f"w{w}: {r}" for w, r in cal.get("rounds", {}).items())
+    cost = ", ".join(f"w{w}: {1e3 * s:.1f}" for w, s in cal.get("call_cost_s", {}).items())
+    return (
+        f"- {result.get('label')}: window {cal.get('window')} (calibrated at batch {cal.get('batch_size')}); "
+        f"rounds per candidate {rounds}; ms per network call {cost}"
+    )
 
+
+def _bench_per_task_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not any("per_task" in r for r in results):
+        return []
+    family = family_for(results[0])
     return [
-        "## Success per task (Meta-World)",
+        f"## {family.title} success per task",
         "",
-        metaworld_table([result]),
+        per_task_table(results),
         "",
-        "Success is the mean over tasks of each task's rate, CI95 by the normal approximation; "
-        "mean max reward above is Meta-World's dense reward (0-10).",
+        "Success is the mean over tasks of each task's success rate; its CI95 is the normal approximation "
+        "(1.96 · sqrt(Σ p(1-p)/n) / tasks). One seed is one episode per task. Mean max reward above is "
+        f"{family.reward_name}.",
         "",
     ]
 
 
+def bench_markdown(report: Mapping[str, Any]) -> str:
+    """``report.md``: the table, what the columns mean, calibrations, skips, machine, command."""
+    results = report["results"]
+    seeds = list(report.get("seeds", []))
+    calibrations = [line for r in results if (line := _calibration_line(r))]
+    per_task = _bench_per_task_lines(results)
+    reward_note = (
+        ""
+        if per_task
+        else f"Mean max reward is {family_for(results[0]).reward_name} with a normal-approximation CI95 "
+        "(1.96 · std / √n). "
+    )
+    lines = [
+        "# Sampler benchmark",
+        "",
+        bench_table(results),
+        "",
+        *per_task,
+        f"Baseline: {report.get('baseline')}. Speed-up (latency) is the baseline's chunk-latency p50 "
+        "over the sampler's on this machine; speed-up (rounds) is the ratio of sequential network "
+        "calls per chunk, the latency ratio on an accelerator wide enough for a whole Picard window. "
+        f"{reward_note}Samplers ran interleaved on the same seed batches, order rotated per batch.",
+        "",
+        f"- checkpoint: {report.get('checkpoint')}",
+        f"- seeds: {seeds[0]} … {seeds[-1]} ({len(seeds)} seeds), {report.get('n_envs')} envs per batch, "
+        f"max {report.get('max_steps')} steps"
+        if seeds
+        else "- seeds: none",
+    ]
+    if report.get("comparisons"):
+        lines += [
+            "",
+            "## Paired comparisons",
+            "",
+            comparison_table(report["comparisons"]),
+            "",
+            "Reward and success-rate differences A - B over the same seeds (paired), with a "
+            'normal-approximation CI95 of the per-seed differences; "clearly" means the whole reward '
+            "CI95 lies above 0.",
+        ]
+    if calibrations:
+        lines += ["", "## Picard window calibration", "", *calibrations]
+    if report.get("skipped"):
+        lines += ["", "## Skipped", ""]
+        lines += [f"- {note.get('spec', note.get('pair'))}: {note['reason']}" for note in report["skipped"]]
+    lines += ["", "## Machine", "", *[f"- {k}: {v}" for k, v in (report.get("machine") or {}).items()]]
+    lines += [
+        f"- device: {v}" if k == "device" else f"- device {k}: {v}"
+        for k, v in (report.get("device") or {}).items()
+        if k != "torch"
+    ]
+    if report.get("command"):
+        lines += ["", "## Command", "", f"    {report['command']}"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- files
 def json_safe(value: Any) -> Any:
     """``value`` with every non-finite float replaced by ``None``: JSON has no NaN/inf, and a
     report of an hour's rollouts must still be written when one ratio is undefined."""
@@ -151,11 +313,20 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_report(result: Mapping[str, Any], output_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.json`` (everything) and ``report.md`` (table + machine) into ``output_dir``."""
+def _write(report: Mapping[str, Any], markdown: str, output_dir: str | Path) -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / "report.json", output_dir / "report.md"
-    json_path.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    md_path.write_text(_markdown_report(result), encoding="utf-8")
+    json_path.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    md_path.write_text(markdown, encoding="utf-8")
     return json_path, md_path
+
+
+def write_report(result: Mapping[str, Any], output_dir: str | Path) -> tuple[Path, Path]:
+    """Write an evaluation's ``report.json`` (everything) and ``report.md`` (table + machine) into ``output_dir``."""
+    return _write(result, eval_markdown(result), output_dir)
+
+
+def write_bench_report(report: Mapping[str, Any], output_dir: str | Path) -> tuple[Path, Path]:
+    """Write a benchmark's ``report.json`` (everything, raw latencies included) and ``report.md``."""
+    return _write(report, bench_markdown(report), output_dir)

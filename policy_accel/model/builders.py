@@ -3,7 +3,9 @@
 A checkpoint stores only a config and tensors; these registries turn ``config.network`` and
 ``config.obs_encoder["type"]`` back into modules, so every saved policy (ours, converted Diffusion
 Policy or LeRobot checkpoints) reloads from its file alone. Another format registers its own
-builder with :func:`register_network` / :func:`register_obs_encoder`.
+builder with :func:`register_network` / :func:`register_obs_encoder` when its package is imported (this
+module imports no format: :mod:`policy_accel.policy.diffusion_policy` imports :mod:`policy_accel.formats`,
+so their builders are registered before a policy is built).
 
 Protocols: a network is ``eps = net(x (N, T, action_dim), t (N,), cond (N, n_obs_steps * obs_dim))``;
 an encoder is ``features = enc({key: (N, *shape)} normalised) -> (N, obs_dim)``, run once per frame.
@@ -84,31 +86,18 @@ NETWORK_BUILDERS: dict[str, NetworkBuilder] = {"unet": _unet, "transformer": _tr
 ENCODER_BUILDERS: dict[str, EncoderBuilder] = {"robomimic": _robomimic}
 
 
-# modules that register builders when imported; tried when a config names an unknown builder
-PLUGIN_MODULES = ("policy_accel.formats.lerobot.checkpoint",)
-
-
-def _import_plugins() -> None:
-    import importlib
-
-    for name in PLUGIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-
-
 def register_network(name: str, builder: NetworkBuilder) -> None:
+    """Make ``config.network == name`` build with ``builder``."""
     NETWORK_BUILDERS[name] = builder
 
 
 def register_obs_encoder(name: str, builder: EncoderBuilder) -> None:
+    """Make ``config.obs_encoder["type"] == name`` build with ``builder``."""
     ENCODER_BUILDERS[name] = builder
 
 
 def build_network(config: DiffusionPolicyConfig) -> nn.Module:
-    if config.network not in NETWORK_BUILDERS:
-        _import_plugins()
+    """The denoising network ``config.network`` names."""
     if config.network not in NETWORK_BUILDERS:
         raise ValueError(f"unknown network '{config.network}'; registered: {sorted(NETWORK_BUILDERS)}")
     return NETWORK_BUILDERS[config.network](config)
@@ -120,8 +109,6 @@ def build_obs_encoder(config: DiffusionPolicyConfig) -> nn.Module | None:
     if spec is None:
         return None
     kind = spec.get("type")
-    if kind not in ENCODER_BUILDERS:
-        _import_plugins()
     if kind not in ENCODER_BUILDERS:
         raise ValueError(f"unknown observation encoder type {kind!r}; registered: {sorted(ENCODER_BUILDERS)}")
     return ENCODER_BUILDERS[kind](config)

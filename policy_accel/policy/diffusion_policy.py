@@ -18,19 +18,15 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import nn
 
+import policy_accel.formats  # noqa: F401  (registers the formats' encoders, e.g. LeRobot's, before a config names one)
 from policy_accel.data.normalizer import Normalizer
 from policy_accel.model.builders import build_network, build_obs_encoder
 from policy_accel.model.config import DiffusionPolicyConfig
+from policy_accel.policy.calibration_cache import model_fingerprint as weights_fingerprint
+from policy_accel.policy.obs_validation import checked_history, checked_step
 from policy_accel.policy.warm_start import WarmStartState
-from policy_accel.policy.warmup import (
-    calibrate_with_cache,
-    check_threads,
-    needs_calibration,
-    torch_threads,
-    warmup_policy,
-)
-from policy_accel.samplers import Sampler, SampleStats, build_sampler
-from policy_accel.samplers.sequential import draw_noise
+from policy_accel.policy.warmup import calibrate_with_cache, check_threads, torch_threads, warmup_policy
+from policy_accel.samplers import Sampler, SamplerLike, SampleStats, as_sampler, build_sampler
 from policy_accel.samplers.solvers import ddpm_scheduler_config
 
 
@@ -41,7 +37,7 @@ class DiffusionPolicy(nn.Module):
         self,
         config: DiffusionPolicyConfig,
         normalizer: Normalizer | None = None,
-        sampler: str | Mapping[str, Any] | Sampler = "ddpm",
+        sampler: str | Mapping[str, Any] | Sampler | SamplerLike = "ddpm",
         warm_start: bool = False,
         threads: int | None = None,
         model: nn.Module | None = None,
@@ -61,14 +57,14 @@ class DiffusionPolicy(nn.Module):
             )
         self.normalizer = normalizer
         self.noise_scheduler = DDPMScheduler(**ddpm_scheduler_config(config.noise_scheduler))
-        self.sampler: Sampler = build_sampler(sampler, config.noise_scheduler)
+        self._sampler: Sampler = build_sampler(sampler, config.noise_scheduler)
         self.generator = torch.Generator().manual_seed(0)
         self.last_stats: SampleStats | None = None
         self.warm_start = warm_start  # reuse the last chunk's noise and solution (see warm_start.py)
         self._warm: WarmStartState | None = None
         self.compile_mode: str | None = None  # the denoiser's compile backend (see compile())
         self.threads = check_threads(threads)  # torch intra-op threads while planning (None: torch's default)
-        self._model_hash: str | None = None  # fingerprint of the network for the window calibration cache
+        self._model_fingerprint: str | None = None  # see model_fingerprint
         self._lock = threading.RLock()
         self._obs_queue: deque[torch.Tensor] = deque(maxlen=config.n_obs_steps)
         self._action_queue: deque[torch.Tensor] = deque()
@@ -87,8 +83,19 @@ class DiffusionPolicy(nn.Module):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "sampler" in state:  # pickled before the sampler became a property
+            state["_sampler"] = as_sampler(state.pop("sampler"))
+        state.setdefault("_model_fingerprint", state.pop("_model_hash", None))
         self.__dict__.update(state)
         self._lock = threading.RLock()
+
+    @property
+    def model_fingerprint(self) -> str:
+        """SHA-256 prefix of the network's weights, computed once on first use: the window calibration
+        cache keys on it, so another model never reuses a window. Load the final weights before asking."""
+        if self._model_fingerprint is None:
+            self._model_fingerprint = weights_fingerprint(self.model)
+        return self._model_fingerprint
 
     # ------------------------------------------------------------- training
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -103,23 +110,30 @@ class DiffusionPolicy(nn.Module):
         return F.mse_loss(self.model(noisy, timesteps, cond), noise)
 
     # ------------------------------------------------------------ inference
-    def set_sampler(self, sampler: str | Mapping[str, Any] | Sampler) -> None:
-        built = build_sampler(sampler, self.config.noise_scheduler)
-        self._check_sampler(built)
-        if hasattr(built, "to"):  # a student: its network joins the policy's device (and compile mode)
-            built.to(self.device)
-            if self.compile_mode is not None and hasattr(built, "compile"):
-                built.compile(self.compile_mode)
+    @property
+    def sampler(self) -> Sampler:
+        """The sampler that plans chunks (set it with :meth:`set_sampler`, which checks and prepares it)."""
+        return self._sampler
+
+    @sampler.setter
+    def sampler(self, sampler: Sampler | SamplerLike) -> None:
+        """Plain assignment swaps the sampler unchecked (a duck-typed one is wrapped, see ``as_sampler``)."""
         with self._lock:
-            self.sampler = built
+            self._sampler = as_sampler(sampler)
             self._warm = None
 
-    def _check_sampler(self, sampler: Sampler) -> None:
-        """Samplers with their own network (distilled students) must share shapes and normaliser."""
-        check = getattr(sampler, "check_compatible", None)
-        if check is not None:
-            cfg = self.config
-            check(cfg.obs_dim, cfg.n_obs_steps, cfg.horizon, cfg.action_dim, self.normalizer)
+    def set_sampler(self, sampler: str | Mapping[str, Any] | Sampler | SamplerLike) -> None:
+        """Swap the sampler (a name, a config mapping or a sampler object, see ``build_sampler``): checked
+        against this policy, moved to its device and compiled with its compile mode."""
+        built = build_sampler(sampler, self.config.noise_scheduler)
+        cfg = self.config  # samplers with their own network (students) must share shapes and normaliser
+        built.check_compatible(cfg.obs_dim, cfg.n_obs_steps, cfg.horizon, cfg.action_dim, self.normalizer)
+        built.to(self.device)  # a student: its network joins the policy's device (and compile mode)
+        if self.compile_mode is not None:
+            built.compile(self.compile_mode)
+        with self._lock:
+            self._sampler = built
+            self._warm = None
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The denoiser handed to samplers: eps for rows ``x`` at steps ``t`` given ``cond``
@@ -168,9 +182,7 @@ class DiffusionPolicy(nn.Module):
         self.__dict__["_compiled_denoiser"] = cache.get(resolved) if resolved is not None else None
         self.__dict__["_compiled_encoder"] = cache.get(("encoder", resolved)) if resolved is not None else None
         self.compile_mode = resolved
-        if hasattr(self.sampler, "compile"):  # a distilled student runs its own network
-            self.sampler.to(self.device)
-            self.sampler.compile(resolved)
+        self.sampler.to(self.device).compile(resolved)  # a distilled student runs its own network
         return self
 
     # ------------------------------------------------------- observations
@@ -204,57 +216,7 @@ class DiffusionPolicy(nn.Module):
 
         Runs the observation encoder once per chunk; every network call of the sampler (Picard windows
         included) reuses this tensor."""
-        return self._encode(self._checked_history(obs_history))
-
-    def _checked_history(self, obs_history: Any) -> torch.Tensor | dict[str, torch.Tensor]:
-        cfg = self.config
-        if cfg.dict_obs:
-            return self._check_obs_dict(obs_history, (cfg.n_obs_steps,), "obs_history")
-        obs = self._as_tensor(obs_history, "obs_history")
-        self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim), "obs_history")
-        return obs
-
-    def _check_obs_dict(self, obs: Any, leading: tuple[int, ...], what: str) -> dict[str, torch.Tensor]:
-        """Dict observation -> float tensors ``(B, *leading, *shape)`` per configured key (extra keys ignored)."""
-        shapes = self.config.obs_shapes or {}
-        if not isinstance(obs, Mapping):
-            raise TypeError(f"{what} must be a dict with keys {list(shapes)}, got {type(obs).__name__}")
-        missing = [k for k in shapes if k not in obs]
-        if missing:
-            raise ValueError(f"{what} is missing keys {missing} (policy observes {list(shapes)})")
-        out: dict[str, torch.Tensor] = {}
-        for key, entry in shapes.items():
-            expected = (*leading, *(int(d) for d in entry["shape"]))
-            raw = obs[key]
-            if entry["type"] == "rgb" and getattr(raw, "dtype", None) in (np.uint8, torch.uint8):
-                raise TypeError(
-                    f"{what}['{key}'] is uint8: images must be float in [0, 1], channels first "
-                    f"{tuple(entry['shape'])} (divide by 255 and move channels first)"
-                )
-            value = self._as_tensor(raw, f"{what}['{key}']")
-            self._check_obs(value, expected, f"{what}['{key}']")
-            out[key] = value
-        batches = {k: v.shape[0] for k, v in out.items()}
-        if len(set(batches.values())) > 1:
-            raise ValueError(f"{what}: keys disagree on the batch size {batches}")
-        return out
-
-    def _check_obs(self, obs: torch.Tensor, expected: tuple[int, ...], what: str) -> None:
-        if tuple(obs.shape[-len(expected) :]) != expected or obs.ndim != len(expected) + 1:
-            raise ValueError(f"{what} must have shape (batch, {', '.join(map(str, expected))}), got {tuple(obs.shape)}")
-        if not torch.isfinite(obs).all():
-            raise ValueError(f"{what} contains NaN or inf")
-
-    @staticmethod
-    def _as_tensor(obs: Any, what: str) -> torch.Tensor:
-        array = obs if isinstance(obs, torch.Tensor) else np.asarray(obs)
-        if isinstance(array, np.ndarray) and not np.issubdtype(array.dtype, np.number):
-            raise TypeError(f"{what} must be numeric, got dtype {array.dtype}")
-        if isinstance(array, torch.Tensor) and not (
-            array.dtype.is_floating_point or array.dtype in (torch.int32, torch.int64)
-        ):
-            raise TypeError(f"{what} must be numeric, got dtype {array.dtype}")
-        return torch.as_tensor(array, dtype=torch.float32)
+        return self._encode(checked_history(self.config, obs_history))
 
     @torch.inference_mode()
     def predict_action_chunk(self, obs_history: Any, **sampler_kwargs: Any) -> torch.Tensor:
@@ -263,19 +225,18 @@ class DiffusionPolicy(nn.Module):
         Dict policies take ``{key: (B, n_obs_steps, *shape)}`` (keys and shapes: ``config.obs_shapes``).
         ``sampler_kwargs`` go to the sampler (e.g. ``deadline_s`` for Picard samplers)."""
         cfg = self.config
-        obs = self._checked_history(obs_history)
+        obs = checked_history(self.config, obs_history)
         batch = next(iter(obs.values())).shape[0] if isinstance(obs, dict) else obs.shape[0]
         shape = (batch, cfg.horizon, cfg.action_dim)
         with self._lock, torch_threads(self.threads):
             cond = self._encode(obs)  # once per chunk: samplers reuse it for every network call
             if self.warm_start and self._warm is not None and self._warm.noise.device != cond.device:
                 self._warm = None  # the policy moved to another device
-            if needs_calibration(self.sampler) and "window" not in sampler_kwargs:
+            if self.sampler.needs_calibration and "window" not in sampler_kwargs:
                 calibrate_with_cache(self, cond, shape)  # announced; policy.warmup() does it before the loop
             if self.warm_start and "noise" not in sampler_kwargs:
                 sampler_kwargs.update(self._warm_start_inputs(shape))
-            if hasattr(self.sampler, "to"):  # a student's own network follows the policy's device
-                self.sampler.to(cond.device)
+            self.sampler.to(cond.device)  # a student's own network follows the policy's device
             out = self.sampler.sample(self.denoise, cond, shape, generator=self.generator, **sampler_kwargs)
             if self.warm_start:
                 self._warm = WarmStartState(sampler_kwargs["noise"], out.trajectory)
@@ -285,10 +246,10 @@ class DiffusionPolicy(nn.Module):
     def _warm_start_inputs(self, shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
         """Noise (and, for samplers that take one, an initial guess) shifted from the last chunk."""
         if self._warm is None or self._warm.noise.shape[1:] != shape:
-            return {"noise": draw_noise(self.sampler.solver, shape, self.generator, device=self.device)}
+            return {"noise": self.sampler.initial_noise(shape, self.generator, device=self.device)}
         noise, guess = self._warm.next_inputs(self.config.n_action_steps, self.generator)
         inputs = {"noise": noise}
-        if guess is not None and getattr(self.sampler, "accepts_initial_guess", False):
+        if guess is not None and self.sampler.accepts_initial_guess:
             inputs["init_trajectory"] = guess
         return inputs
 
@@ -314,25 +275,6 @@ class DiffusionPolicy(nn.Module):
             if seed is not None:
                 self.generator.manual_seed(seed)
 
-    def _step_obs(self, obs: Any) -> tuple[Any, bool]:
-        """One step's observation -> (batched copy, was it unbatched). Copies: robot loops often reuse
-        one buffer per tick, and a queued view would be overwritten."""
-        cfg = self.config
-        if cfg.dict_obs:
-            shapes = cfg.obs_shapes or {}
-            if not isinstance(obs, Mapping):
-                raise TypeError(f"obs must be a dict with keys {list(shapes)}, got {type(obs).__name__}")
-            first = next(iter(shapes))
-            single = first in obs and np.ndim(obs[first]) == len(shapes[first]["shape"])
-            step = {k: (v[None] if single else v) for k, v in obs.items() if k in shapes}
-            step = {k: v.clone() for k, v in self._check_obs_dict({**obs, **step}, (), "obs").items()}
-            return step, single
-        tensor = self._as_tensor(obs, "obs").clone()
-        single = tensor.ndim == 1
-        batch = tensor[None] if single else tensor
-        self._check_obs(batch, (cfg.obs_dim,), "obs")
-        return batch, single
-
     @staticmethod
     def _obs_signature(obs: Any) -> Any:
         return {k: tuple(v.shape) for k, v in obs.items()} if isinstance(obs, dict) else tuple(obs.shape)
@@ -349,7 +291,7 @@ class DiffusionPolicy(nn.Module):
         torch tensor instead.
         """
         cfg = self.config
-        batch, single = self._step_obs(obs)
+        batch, single = checked_step(cfg, obs)  # a copy: loops often reuse one buffer per tick
         signature = self._obs_signature(batch)
         with self._lock:
             if self._obs_queue and self._obs_signature(self._obs_queue[-1]) != signature:

@@ -15,13 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from policy_accel.policy.calibration_cache import (
-    calibration_key,
-    load_calibration,
-    model_fingerprint,
-    store_calibration,
-)
-from policy_accel.samplers.picard import PicardSampler
+from policy_accel.policy.calibration_cache import calibration_key, load_calibration, store_calibration
 
 if TYPE_CHECKING:
     from policy_accel.policy.diffusion_policy import DiffusionPolicy
@@ -52,20 +46,6 @@ def check_threads(threads: Any) -> int | None:
     return threads
 
 
-def needs_calibration(sampler: Any) -> bool:
-    return isinstance(sampler, PicardSampler) and sampler.window == "auto" and sampler.calibration is None
-
-
-def _sampler_settings(sampler: PicardSampler) -> dict[str, Any]:
-    return {
-        "name": sampler.name,
-        "tolerance": sampler.tolerance,
-        "initial_guess": sampler.initial_guess,
-        "max_iterations": sampler.max_iterations,
-        "candidates": list(sampler.auto_candidates or []),
-    }
-
-
 def calibrate_with_cache(
     policy: DiffusionPolicy,
     cond: torch.Tensor,
@@ -73,13 +53,11 @@ def calibrate_with_cache(
     use_cache: bool = True,
     announce: bool = True,
 ) -> dict[str, Any]:
-    """Resolve the policy's ``window="auto"`` Picard sampler from the cache, else by measuring."""
+    """Resolve the calibration of the policy's sampler (a ``window="auto"`` Picard sampler: its window) from
+    the cache, else by measuring (:meth:`Sampler.calibrate`)."""
     sampler = policy.sampler
-    assert isinstance(sampler, PicardSampler)
-    if policy._model_hash is None:
-        policy._model_hash = model_fingerprint(policy.model)
-    settings = {**_sampler_settings(sampler), "compile": policy.compile_mode}  # compiled rounds cost less
-    key = calibration_key(policy._model_hash, cond.device, torch.get_num_threads(), settings, shape)
+    settings = {**sampler.calibration_settings(), "compile": policy.compile_mode}  # compiled rounds cost less
+    key = calibration_key(policy.model_fingerprint, cond.device, torch.get_num_threads(), settings, shape)
     cached = load_calibration(key) if use_cache else None
     if cached is not None:
         sampler.calibration = {**cached, "from_cache": True}
@@ -108,7 +86,7 @@ def warmup_policy(
     shape = (batch_size, policy.config.horizon, policy.config.action_dim)
     info: dict[str, Any] = {"sampler": policy.sampler.name, "threads": torch.get_num_threads()}
     with torch.inference_mode():
-        if needs_calibration(policy.sampler):
+        if policy.sampler.needs_calibration:
             calibration = calibrate_with_cache(policy, cond, shape, use_cache=use_cache, announce=False)
             info.update(window=calibration["window"], from_cache=calibration["from_cache"])
         generator = torch.Generator(device=cond.device).manual_seed(0)  # never the policy's or torch's global RNG

@@ -1,4 +1,4 @@
-"""Samplers: every way of turning noise into an action chunk, behind one protocol.
+"""Samplers: every way of turning noise into an action chunk, subclasses of one base class (:class:`Sampler`).
 
 Names: ``ddpm``, ``ddim``, ``dpmsolver`` (sequential solvers) and ``paraddpm``,
 ``paraddim``, ``paradpmsolver`` (their Picard-parallel versions; ``picard`` is an
@@ -12,8 +12,16 @@ import inspect
 from typing import Any, Mapping
 
 from policy_accel.model.config import DEFAULT_NOISE_SCHEDULER
-from policy_accel.samplers.base import Denoiser, SampleOutput, Sampler, SampleStats
-from policy_accel.samplers.picard import PicardSampler
+from policy_accel.samplers.base import (
+    Denoiser,
+    SampleOutput,
+    Sampler,
+    SamplerAdapter,
+    SamplerLike,
+    SampleStats,
+    as_sampler,
+)
+from policy_accel.samplers.picard import PICARD_DEFAULTS, PicardSampler
 from policy_accel.samplers.sequential import SequentialSampler
 from policy_accel.samplers.solvers import SOLVERS, StepSolver
 from policy_accel.samplers.student import StudentSampler
@@ -42,17 +50,23 @@ def parse_sampler_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_sampler(
-    spec: str | Mapping[str, Any] | Sampler, noise_scheduler: Mapping[str, Any] | None = None, **overrides: Any
+    spec: str | Mapping[str, Any] | Sampler | SamplerLike,
+    noise_scheduler: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> Sampler:
     """A sampler from a name (``"ddpm"``, ``"paraddim-16"``), a config mapping
     (``{"name": "paraddpm", "window": "auto", "tolerance": 0.1}``) or an existing sampler
-    object (returned as is). ``overrides`` are merged into the options."""
+    object. ``overrides`` are merged into the options.
+
+    A :class:`Sampler` subclass instance is returned as is. A duck-typed object with only ``name`` and
+    ``sample`` is still accepted, wrapped in a :class:`SamplerAdapter` that gives it the base class's
+    defaults (no initial guess, nothing to move, compile or calibrate); subclass :class:`Sampler` to
+    override them. Anything else is a ``TypeError``."""
     if not isinstance(spec, (str, Mapping)):
-        if isinstance(spec, Sampler):
-            if overrides:
-                raise ValueError("options cannot be applied to an already built sampler object")
-            return spec
-        raise TypeError(f"sampler must be a name, a mapping or a Sampler, got {type(spec).__name__}")
+        sampler = as_sampler(spec)  # a TypeError for anything that is not a sampler
+        if overrides:
+            raise ValueError("options cannot be applied to an already built sampler object")
+        return sampler
     options = {**parse_sampler_spec(spec), **overrides}
     kind = ALIASES.get(options.get("name"), options.get("name"))
     options.pop("name", None)
@@ -89,13 +103,17 @@ def build_sampler(
 
 
 __all__ = [
+    "PICARD_DEFAULTS",
     "Denoiser",
     "PicardSampler",
     "StudentSampler",
     "SampleOutput",
     "SampleStats",
     "Sampler",
+    "SamplerAdapter",
+    "SamplerLike",
     "SequentialSampler",
+    "as_sampler",
     "build_sampler",
     "parse_sampler_spec",
     "SAMPLER_KINDS",

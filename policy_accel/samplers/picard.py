@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import torch
 
@@ -38,6 +39,7 @@ from policy_accel.samplers.base import (
     Denoiser,
     NonFiniteSampleError,
     SampleOutput,
+    Sampler,
     SampleStats,
     check_cond,
     check_finite_sample,
@@ -46,6 +48,24 @@ from policy_accel.samplers.sequential import draw_noise
 from policy_accel.samplers.solvers import StepSolver
 
 INITIAL_GUESSES = ("extrapolate", "repeat")
+
+# The one source of the Picard options' defaults: PicardSampler's signature uses them, and
+# configs/sampler/{paraddpm,picard,paraddim,paradpmsolver}.yaml must repeat exactly these values
+# (tests/samplers/test_picard_config.py checks), since hydra shows and composes the YAML files.
+DEFAULT_WINDOW: int | str = "auto"
+DEFAULT_TOLERANCE = 0.1
+DEFAULT_MAX_ITERATIONS: int | None = None
+DEFAULT_INITIAL_GUESS = "extrapolate"
+DEFAULT_DEADLINE_S: float | None = None
+PICARD_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "window": DEFAULT_WINDOW,
+        "tolerance": DEFAULT_TOLERANCE,
+        "max_iterations": DEFAULT_MAX_ITERATIONS,
+        "initial_guess": DEFAULT_INITIAL_GUESS,
+        "deadline_s": DEFAULT_DEADLINE_S,
+    }
+)
 
 
 def _check_options(window: int | str, tolerance: float, max_iterations: int | None) -> None:
@@ -75,7 +95,7 @@ def check_deadline(deadline_s: float | None) -> None:
         raise ValueError(f"deadline_s must be a positive finite number of seconds (or None), got {deadline_s!r}")
 
 
-class PicardSampler:
+class PicardSampler(Sampler):
     """ParaDDPM / ParaDDIM / ParaDPMSolver: the solver's steps solved by Picard iteration."""
 
     accepts_initial_guess = True
@@ -83,13 +103,13 @@ class PicardSampler:
     def __init__(
         self,
         solver: StepSolver,
-        window: int | str = "auto",
-        tolerance: float = 0.1,
-        max_iterations: int | None = None,
+        window: int | str = DEFAULT_WINDOW,
+        tolerance: float = DEFAULT_TOLERANCE,
+        max_iterations: int | None = DEFAULT_MAX_ITERATIONS,
         name: str | None = None,
         auto_candidates: tuple[int, ...] | None = None,
-        deadline_s: float | None = None,
-        initial_guess: str = "extrapolate",
+        deadline_s: float | None = DEFAULT_DEADLINE_S,
+        initial_guess: str = DEFAULT_INITIAL_GUESS,
     ) -> None:
         _check_options(window, tolerance, max_iterations)
         if initial_guess not in INITIAL_GUESSES:
@@ -113,7 +133,32 @@ class PicardSampler:
             variance[-1] = variance[-2]
         self._inv_scale = 1.0 / torch.cat([variance[1:], variance[-1:]])
 
+    def initial_noise(
+        self,
+        shape: tuple[int, int, int],
+        generator: torch.Generator | None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """x_T and every step's noise, ``(num_steps + 1, *shape)``, as the sequential solver draws them."""
+        return draw_noise(self.solver, shape, generator, dtype, device)
+
     # ---------------------------------------------------------------- window
+    @property
+    def needs_calibration(self) -> bool:
+        """``window="auto"`` not yet resolved: the next sample() would calibrate first."""
+        return self.window == "auto" and self.calibration is None
+
+    def calibration_settings(self) -> dict[str, Any]:
+        """What the window choice depends on besides machine, model and shape (the cache key)."""
+        return {
+            "name": self.name,
+            "tolerance": self.tolerance,
+            "initial_guess": self.initial_guess,
+            "max_iterations": self.max_iterations,
+            "candidates": list(self.auto_candidates or []),
+        }
+
     def resolved_window(self) -> int:
         if self.window == "auto":
             if self.calibration is None:
@@ -164,7 +209,7 @@ class PicardSampler:
         deadline_s = self.deadline_s if deadline_s is None else deadline_s
         check_deadline(deadline_s)
         if window is None:
-            if self.window == "auto" and self.calibration is None:
+            if self.needs_calibration:
                 self.calibrate(denoiser, cond, shape)
             window = self.resolved_window()
         _check_options(window, self.tolerance, self.max_iterations)

@@ -6,7 +6,15 @@ from typing import Any
 
 import torch
 
-from policy_accel.samplers.base import Denoiser, SampleOutput, SampleStats, check_cond, check_finite_sample
+from policy_accel.samplers.base import (
+    Denoiser,
+    SampleOutput,
+    Sampler,
+    SampleStats,
+    check_cond,
+    check_finite_sample,
+    standard_normal,
+)
 from policy_accel.samplers.solvers import StepSolver
 
 
@@ -25,17 +33,25 @@ def draw_noise(
     the generator identically. The draws come from the generator's own device and are then
     moved, so a seeded CPU generator gives the same noise whatever device samples.
     """
-    source = generator.device if generator is not None else torch.device(device)
-    noise = torch.randn((solver.num_steps + 1, *shape), generator=generator, dtype=dtype, device=source)
-    return noise.to(device)  # a CPU generator on an accelerator: the same draws on every device
+    return standard_normal((solver.num_steps + 1, *shape), generator, dtype, device)
 
 
-class SequentialSampler:
+class SequentialSampler(Sampler):
     """Run ``solver`` step by step: ``num_steps`` rounds, one network evaluation each."""
 
     def __init__(self, solver: StepSolver, name: str | None = None) -> None:
         self.solver = solver
         self.name = name or f"{solver.name}-{solver.num_steps}"
+
+    def initial_noise(
+        self,
+        shape: tuple[int, int, int],
+        generator: torch.Generator | None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """x_T and every step's noise, ``(num_steps + 1, *shape)`` (see :func:`draw_noise`)."""
+        return draw_noise(self.solver, shape, generator, dtype, device)
 
     @torch.inference_mode()
     def sample(

@@ -18,7 +18,7 @@ from torch import nn
 from policy_accel.data.normalizer import Normalizer
 from policy_accel.model.checkpoint_io import CheckpointError, load_state_checked, read_checkpoint, write_checkpoint
 from policy_accel.model.conditional_unet1d import ConditionalUnet1D
-from policy_accel.samplers.base import Denoiser, SampleOutput
+from policy_accel.samplers.base import Denoiser, SampleOutput, Sampler
 from policy_accel.samplers.sequential import SequentialSampler
 from policy_accel.samplers.solvers import VPredictionDDIMSolver
 
@@ -69,7 +69,7 @@ def save_student(
     )
 
 
-class StudentSampler:
+class StudentSampler(Sampler):
     """``num_steps`` DDIM steps of a distilled v-prediction student."""
 
     def __init__(
@@ -112,6 +112,16 @@ class StudentSampler:
             raise ValueError(f"'{path}' is a {len(grid) - 1}-step student, not {num_steps}-step")
         return cls(network, normalizer, policy_config, grid, name=name, source=str(path))
 
+    def initial_noise(
+        self,
+        shape: tuple[int, int, int],
+        generator: torch.Generator | None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """x_T and every step's noise on the student's grid, ``(num_steps + 1, *shape)``."""
+        return self._sequential.initial_noise(shape, generator, device, dtype)
+
     def _denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         compiled = self.__dict__.get("_compiled")
         return compiled(x, t, cond) if compiled is not None else self.network(x, t, cond)
@@ -125,7 +135,7 @@ class StudentSampler:
             self.__dict__.pop("_compiled_cache", None)
         return self
 
-    def compile(self, mode: str | None, rows: int = 8) -> None:
+    def compile(self, mode: str | None, rows: int = 8) -> StudentSampler:
         """Compile the student's network (a mode of :func:`policy_accel.model.compile.compile_denoiser`,
         None: eager)."""
         from policy_accel.model.compile import compile_denoiser
@@ -133,7 +143,7 @@ class StudentSampler:
         cache = self.__dict__.setdefault("_compiled_cache", {})
         if mode is None or mode in cache:  # eager, or compiled with this backend before: switch, don't recompile
             self._compiled = cache.get(mode)
-            return
+            return self
         device = next(self.network.parameters()).device
         cfg = self.policy_config
         cond_dim = int(cfg["obs_dim"]) * int(cfg["n_obs_steps"])
@@ -143,6 +153,7 @@ class StudentSampler:
             torch.zeros((rows, cond_dim), device=device),
         )
         self._compiled = cache[mode] = compile_denoiser(self.network, mode, example)
+        return self
 
     def check_compatible(
         self, obs_dim: int, n_obs_steps: int, horizon: int, action_dim: int, normalizer: Normalizer

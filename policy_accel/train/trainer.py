@@ -23,43 +23,33 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from policy_accel.data.datasets import PushTDataset
-from policy_accel.data.metaworld_dataset import MetaWorldDataset
+from policy_accel.data.datasets import WindowDataset
 from policy_accel.device import resolve_device
-from policy_accel.envs.metaworld.config import is_metaworld_obs, metaworld_tasks
+from policy_accel.eval.families import family_for
 from policy_accel.model.config import DiffusionPolicyConfig, UnetConfig
-from policy_accel.policy.checkpoint import save_policy
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
+from policy_accel.policy.loading import save_policy
 from policy_accel.train.ema import make_ema
 
 
-def build_dataset(cfg: DictConfig) -> PushTDataset | MetaWorldDataset:
+def build_dataset(cfg: DictConfig) -> WindowDataset:
+    """The env family's demonstration windows (Meta-World: the record-demos zarr, the env's tasks)."""
     d, p = cfg.dataset, cfg.policy
-    if is_metaworld_obs(cfg.env.obs_type):  # env=metaworld / metaworld_mt10: the record-demos zarr
-        return MetaWorldDataset(
-            d.zarr_path,
-            obs_type=cfg.env.obs_type,
-            horizon=p.horizon,
-            n_obs_steps=p.n_obs_steps,
-            n_action_steps=p.n_action_steps,
-            val_ratio=d.val_ratio,
-            seed=d.seed,
-            max_train_episodes=d.max_train_episodes,
-            tasks=metaworld_tasks(cfg.env),
-        )
-    return PushTDataset(
+    family = family_for(cfg.env)
+    return family.dataset(
         d.zarr_path,
         obs_type=cfg.env.obs_type,
         horizon=p.horizon,
         n_obs_steps=p.n_obs_steps,
         n_action_steps=p.n_action_steps,
+        tasks=family.tasks(cfg.env),
         val_ratio=d.val_ratio,
         seed=d.seed,
         max_train_episodes=d.max_train_episodes,
     )
 
 
-def build_policy(cfg: DictConfig, dataset: PushTDataset) -> DiffusionPolicy:
+def build_policy(cfg: DictConfig, dataset: WindowDataset) -> DiffusionPolicy:
     p = cfg.policy
     config = DiffusionPolicyConfig(
         obs_type=cfg.env.obs_type,
@@ -85,7 +75,7 @@ def append_log(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 @torch.no_grad()
-def validation_loss(policy: torch.nn.Module, dataset: PushTDataset, batch_size: int, seed: int = 0) -> float:
+def validation_loss(policy: torch.nn.Module, dataset: WindowDataset, batch_size: int, seed: int = 0) -> float:
     """Mean denoising loss on held-out episodes with fixed noise (comparable across steps)."""
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -206,7 +196,7 @@ def _init_from(path: str, policy: DiffusionPolicy, ema: Any, lr_schedule: Any) -
     model and the EMA, and the step count (its ``train_steps``) continues the LR schedule; the optimiser's
     moments start afresh."""
     from policy_accel.model.checkpoint_io import CheckpointError, load_state_checked, read_checkpoint
-    from policy_accel.policy.checkpoint import FORMAT
+    from policy_accel.policy.loading import FORMAT
 
     tensors, _, meta = read_checkpoint(path, FORMAT)
     device = policy.device
@@ -238,15 +228,13 @@ def _previous_wall(run_dir: Path) -> float:
 
 def _rollout_score(cfg: DictConfig, policy: DiffusionPolicy) -> dict[str, Any]:
     """Mean max reward of the EMA policy on a few test seeds (imported lazily: needs the env)."""
-    from policy_accel.eval.metaworld_rollout import evaluate_metaworld, is_metaworld_env
     from policy_accel.eval.rollout import evaluate_policy
 
     was_training = policy.training
     policy.eval()
     if OmegaConf.select(cfg, "compile", default=False):  # a fresh compiled copy: compiled code bakes in weights
         policy = copy.deepcopy(policy).compile(cfg.compile)
-    evaluate = evaluate_metaworld if is_metaworld_env(cfg.env) else evaluate_policy  # Meta-World: seeds per task
-    result = evaluate(
+    result = evaluate_policy(  # Meta-World: every task on every seed
         policy,
         sampler=cfg.train.rollout_sampler,
         env_cfg=cfg.env,

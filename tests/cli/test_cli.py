@@ -18,7 +18,7 @@ import policy_accel
 from policy_accel.cli.hydra_config import load_config
 from policy_accel.cli.main import COMMANDS, main
 from policy_accel.eval.report import write_report
-from policy_accel.policy.checkpoint import save_policy
+from policy_accel.policy.loading import save_policy
 
 
 @pytest.fixture

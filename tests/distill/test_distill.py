@@ -16,8 +16,8 @@ from policy_accel.data.normalizer import Normalizer
 from policy_accel.distill import progressive
 from policy_accel.distill.progressive import DistillTarget, distill, round_plan, student_loss
 from policy_accel.model.config import DiffusionPolicyConfig, UnetConfig
-from policy_accel.policy.checkpoint import save_policy
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
+from policy_accel.policy.loading import save_policy
 from policy_accel.samplers import StudentSampler, build_sampler
 from policy_accel.samplers.solvers import (
     DEFAULT_NOISE_SCHEDULER,

@@ -15,7 +15,10 @@ from helpers import TINY_UNET, tiny_policy
 import policy_accel  # noqa: F401  (registers the gymnasium ids)
 from policy_accel.cli.main import main
 from policy_accel.data.metaworld_dataset import MetaWorldDataset
-from policy_accel.data.metaworld_demos import (
+from policy_accel.data.normalizer import Normalizer
+from policy_accel.data.replay_buffer import ReplayBuffer, ReplayBufferError
+from policy_accel.envs.metaworld import MT10_TASKS, MetaWorldEnv, env_id
+from policy_accel.eval.families.metaworld_demos import (
     TEST_SEED_START,
     check_training_seeds,
     expert_for,
@@ -23,13 +26,10 @@ from policy_accel.data.metaworld_demos import (
     run_expert_episode,
     stats_path,
 )
-from policy_accel.data.normalizer import Normalizer
-from policy_accel.data.replay_buffer import ReplayBuffer, ReplayBufferError
-from policy_accel.envs.metaworld import MT10_TASKS, MetaWorldEnv, env_id
-from policy_accel.eval.metaworld_rollout import evaluate_metaworld
+from policy_accel.eval.rollout import evaluate_policy
 from policy_accel.model.config import DiffusionPolicyConfig
-from policy_accel.policy.checkpoint import save_policy
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
+from policy_accel.policy.loading import save_policy
 
 pytestmark = pytest.mark.filterwarnings("ignore:Constant.*may be too high")
 
@@ -173,7 +173,7 @@ def test_cli_record_demos(tmp_path, capsys):
 
 
 def test_recorder_drops_failed_episodes(tmp_path, monkeypatch):
-    import policy_accel.data.metaworld_demos as demos_module
+    import policy_accel.eval.families.metaworld_demos as demos_module
 
     class Idle:
         def get_action(self, obs):
@@ -245,7 +245,7 @@ def test_zarr_without_task_ids_is_a_clear_error(demos, tmp_path):
 
 def test_train_on_metaworld_demos_with_a_metaworld_rollout(demos, tmp_path):
     from policy_accel.cli.hydra_config import load_config
-    from policy_accel.policy.checkpoint import load_policy
+    from policy_accel.policy.loading import load_policy
     from policy_accel.train.trainer import train
 
     run_dir = tmp_path / "run"
@@ -279,7 +279,7 @@ def test_train_on_metaworld_demos_with_a_metaworld_rollout(demos, tmp_path):
 # ------------------------------------------------------------------ eval / bench
 def test_short_eval_reports_success_per_task():
     policy = tiny_metaworld_policy()
-    result = evaluate_metaworld(
+    result = evaluate_policy(
         policy,
         "ddim-2",
         {"tasks": ["reach", "push"], "obs_type": "metaworld_state_task"},
@@ -292,7 +292,7 @@ def test_short_eval_reports_success_per_task():
     assert [e["task"] for e in result["episodes"]] == ["reach", "reach", "push", "push"]
     assert all(e["length"] == 12 or e["success"] for e in result["episodes"])
     assert result["nfe_per_chunk"] == 2 and result["latency_ms"]["n_chunks"] >= 2
-    again = evaluate_metaworld(
+    again = evaluate_policy(
         policy,
         "ddim-2",
         {"tasks": ["reach", "push"], "obs_type": "metaworld_state_task"},
@@ -365,7 +365,7 @@ def test_wrong_env_family_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="is a Meta-World policy.*env=metaworld_mt10"):
         main(["eval", f"checkpoint={mw}", "n_seeds=1", f"output_dir={tmp_path / 'c'}"])
     with pytest.raises(ValueError, match="obs_type"):
-        evaluate_metaworld(
+        evaluate_policy(
             tiny_policy(),
             None,
             {"task": "reach", "obs_type": "metaworld_state_task"},

@@ -11,19 +11,13 @@ import pytest
 from helpers import tiny_policy
 
 from policy_accel.cli.main import main
-from policy_accel.eval.bench import (
-    BenchSpecError,
-    bench_markdown,
-    compare_pairs,
-    comparison_table,
-    merge_results,
-    paired_difference,
-    run_benchmark,
-)
+from policy_accel.eval.bench import BenchSpecError, compare_pairs, run_benchmark
 from policy_accel.eval.plots import pareto_front, plot_latency_distributions, plot_reward_vs_latency
+from policy_accel.eval.report import bench_markdown, comparison_table
+from policy_accel.eval.results import merge_results, paired_difference
 from policy_accel.eval.rollout import evaluate_policy
-from policy_accel.policy.checkpoint import save_policy
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
+from policy_accel.policy.loading import save_policy
 from policy_accel.samplers.picard import PicardSampler
 
 ENV_CFG = {"id": "policy_accel/PushT-v0", "obs_type": "keypoints", "max_episode_steps": 300}

@@ -17,8 +17,8 @@ from policy_accel.cli.main import main
 from policy_accel.envs.pusht import PushTEnv
 from policy_accel.eval.report import markdown_table, write_report
 from policy_accel.eval.rollout import evaluate_policy
-from policy_accel.policy.checkpoint import save_policy
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
+from policy_accel.policy.loading import save_policy
 
 ENV_CFG = {"id": "policy_accel/PushT-v0", "obs_type": "keypoints", "max_episode_steps": 300, "render_size": 64}
 SEEDS = [100000, 100001, 100002]

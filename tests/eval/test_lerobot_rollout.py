@@ -9,7 +9,7 @@ import pytest
 from helpers.lerobot import write_policy_folder
 
 import policy_accel
-from policy_accel.eval.obs_mapping import pusht_plan
+from policy_accel.eval.families.lerobot_pusht import pusht_plan
 from policy_accel.eval.rollout import evaluate_policy
 
 ENV = {"id": "policy_accel/PushT-v0", "obs_type": "keypoints", "max_episode_steps": 300}

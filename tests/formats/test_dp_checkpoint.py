@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 import zipfile
 from pathlib import Path
 
@@ -20,8 +19,8 @@ from policy_accel.formats.diffusion_policy.safe_pickle import UnsafePickleError,
 from policy_accel.formats.diffusion_policy.writer import dp_cfg, write_dp_checkpoint
 from policy_accel.model.checkpoint_io import CheckpointError
 from policy_accel.model.config import DiffusionPolicyConfig, TransformerConfig, UnetConfig
-from policy_accel.policy.checkpoint import load_policy
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
+from policy_accel.policy.loading import load_policy
 
 FIXTURES = DP_FIXTURES
 KINDS = ["lowdim_cnn", "lowdim_transformer", "hybrid_image_cnn"]
@@ -77,6 +76,13 @@ def test_network_outputs_and_encoder_features_match_diffusion_policy(name):
     assert worst_cond <= 1e-4 and worst_eps <= 1e-4, (worst_cond, worst_eps)
 
 
+# Chunk agreement with DP's own runs (env px; actions span 0..512). Measured max over the three fixtures:
+# DDIM 5.2e-4, DDPM 1.3e-3 (float32 rounding over 10 / 100 steps), DDPM against diffusers 0.11.1's run 6.5e-3
+# (its step differs: 5.7e-3..6.1e-3 between the two references, fixtures README). Each reference gets its own
+# bound: ~5x the measured for DDIM, 3x for DDPM, which keeps it below the gap between the two diffusers steps.
+DDIM_TOL_PX, DDPM_TOL_PX, DDPM_D0111_TOL_PX = 2.5e-3, 4e-3, 1e-2
+
+
 @needs_fixtures
 @pytest.mark.parametrize("name", KINDS)
 def test_ddim_and_ddpm_chunks_match_diffusion_policy(name):
@@ -87,16 +93,16 @@ def test_ddim_and_ddpm_chunks_match_diffusion_policy(name):
     noise = torch.zeros((11, *ref["ddim_x_T"].shape))
     noise[0] = torch.as_tensor(ref["ddim_x_T"])
     ddim = policy.predict_action_chunk(obs, noise=noise)
-    assert float((ddim - torch.as_tensor(ref["ddim_action_pred"])).abs().max()) <= 1e-2
+    assert float((ddim - torch.as_tensor(ref["ddim_action_pred"])).abs().max()) <= DDIM_TOL_PX
 
     policy.set_sampler("ddpm")
     ddpm = policy.predict_action_chunk(obs, noise=ddpm_noise(ref))
-    assert float((ddpm - torch.as_tensor(ref["ddpm_action_pred"])).abs().max()) <= 1e-2
-    assert float((ddpm - torch.as_tensor(ref["ddpm_action_pred_d0111"])).abs().max()) <= 1e-2
+    assert float((ddpm - torch.as_tensor(ref["ddpm_action_pred"])).abs().max()) <= DDPM_TOL_PX
+    assert float((ddpm - torch.as_tensor(ref["ddpm_action_pred_d0111"])).abs().max()) <= DDPM_D0111_TOL_PX
     cfg = policy.config
     assert (cfg.first_action, cfg.n_action_steps) == (1, 8)  # DP's action = action_pred[:, To - 1: To - 1 + 8]
     executed = ddpm[:, cfg.first_action : cfg.first_action + cfg.n_action_steps]
-    assert float((executed - torch.as_tensor(ref["ddpm_action"])).abs().max()) <= 1e-2
+    assert float((executed - torch.as_tensor(ref["ddpm_action"])).abs().max()) <= DDPM_TOL_PX
 
 
 class _FixedNoise:
@@ -482,21 +488,25 @@ def test_unsupported_types_and_options_are_refused_by_name(tmp_path):
     )
 
 
-def test_load_policy_dispatches_a_directory_to_the_lerobot_loader(tmp_path, monkeypatch):
-    import types
+def test_load_policy_dispatches_a_directory_to_the_lerobot_reader(tmp_path, monkeypatch):
+    from policy_accel.formats.lerobot.checkpoint import LeRobotFormat
 
-    seen = {}
-    fake = types.ModuleType("policy_accel.formats.lerobot.checkpoint")
-    fake.load_lerobot_policy = lambda path, sampler: seen.setdefault("call", (Path(path), sampler))
-    monkeypatch.setitem(sys.modules, "policy_accel.formats.lerobot.checkpoint", fake)
-    load_policy(tmp_path, sampler="ddim-4")
-    assert seen["call"] == (tmp_path, "ddim-4")
+    seen = []
+
+    def read(self, path):
+        seen.append(Path(path))
+        raise LookupError("stop after dispatch")
+
+    monkeypatch.setattr(LeRobotFormat, "read", read)
+    with pytest.raises(LookupError, match="stop after dispatch"):
+        load_policy(tmp_path, sampler="ddim-4")
+    assert seen == [tmp_path]
 
 
 def test_project_safetensors_still_load_and_array_policies_refuse_dicts(tmp_path):
     from helpers import tiny_policy
 
-    from policy_accel.policy.checkpoint import save_policy
+    from policy_accel.policy.loading import save_policy
 
     policy = tiny_policy()
     path = save_policy(policy, tmp_path / "p.safetensors")

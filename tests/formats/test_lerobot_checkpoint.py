@@ -12,14 +12,18 @@ from helpers.lerobot import FIXTURES
 from helpers.paths import needs_shared
 
 import policy_accel
-from policy_accel.formats.lerobot.checkpoint import load_lerobot_policy
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
+from policy_accel.policy.loading import load_policy
 from policy_accel.samplers import SampleOutput
 
 pytestmark = needs_shared(FIXTURES)
 
 NAMES = ("diffusion_image_state", "diffusion_state")
-NET_TOL, NORM_TOL, ENV_TOL = 1e-4, 1e-4, 1e-2
+# Measured against LeRobot's own numbers (both fixtures): normalisation 0 (actions 1.2e-7), encoder features and
+# conditioning <= 4.2e-7, U-Net outputs <= 9.6e-7 (float32 rounding of one forward); chunks in env units (0..512)
+# DDIM-10 <= 7.6e-4 (normalised 3.0e-6), DDPM-100 <= 1.34e-3. Bounds: ~5x the measured, each its own.
+NET_TOL, NORM_TOL = 5e-6, 1e-6
+DDIM_ENV_TOL, DDIM_NORM_TOL, DDPM_ENV_TOL = 4e-3, 1.5e-5, 7e-3
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -96,11 +100,11 @@ def test_ddim10_chunk_and_executed_slice(case):
     policy, ref = case
     chunk = policy.predict_action_chunk(_obs(ref), noise=_ddim_noise(ref))
     assert chunk.shape == ref["ddim_chunk"].shape  # the full horizon, in env units
-    assert _max_diff(chunk, ref["ddim_chunk"]) <= ENV_TOL
-    assert _max_diff(policy.normalizer.normalize("action", chunk), ref["ddim_chunk_norm"]) <= 1e-3
+    assert _max_diff(chunk, ref["ddim_chunk"]) <= DDIM_ENV_TOL
+    assert _max_diff(policy.normalizer.normalize("action", chunk), ref["ddim_chunk_norm"]) <= DDIM_NORM_TOL
     start, stop = (int(i) for i in ref["action_slice"])
     assert (start, stop) == (policy.config.first_action, policy.config.first_action + policy.config.n_action_steps)
-    assert _max_diff(chunk[:, start:stop], ref["ddim_action"]) <= ENV_TOL
+    assert _max_diff(chunk[:, start:stop], ref["ddim_action"]) <= DDIM_ENV_TOL
 
 
 def test_ddpm100_chunk_with_recorded_draws(case):
@@ -111,8 +115,8 @@ def test_ddpm100_chunk_with_recorded_draws(case):
         chunk = policy.predict_action_chunk(_obs(ref), noise=_ddpm_noise(ref))
     finally:
         policy.set_sampler("ddim-10")
-    assert _max_diff(chunk, ref["ddpm_chunk"]) <= ENV_TOL
-    assert _max_diff(chunk[:, 1:9], ref["ddpm_action"]) <= ENV_TOL
+    assert _max_diff(chunk, ref["ddpm_chunk"]) <= DDPM_ENV_TOL
+    assert _max_diff(chunk[:, 1:9], ref["ddpm_action"]) <= DDPM_ENV_TOL
 
 
 def test_picard_with_tiny_tolerance_equals_sequential(case):
@@ -124,7 +128,7 @@ def test_picard_with_tiny_tolerance_equals_sequential(case):
         assert policy.last_stats.converged
     finally:
         policy.set_sampler("ddim-10")
-    assert _max_diff(picard, ref["ddpm_chunk"]) <= ENV_TOL
+    assert _max_diff(picard, ref["ddpm_chunk"]) <= DDPM_ENV_TOL
 
 
 class _RecordedNoise:
@@ -154,7 +158,7 @@ def test_select_action_queue_after_reset(case):
             if recorded.calls != before:
                 planned.append(call)
             assert action.shape == ref["rollout_action"][call].shape
-            assert _max_diff(action, ref["rollout_action"][call]) <= ENV_TOL, call
+            assert _max_diff(action, ref["rollout_action"][call]) <= DDIM_ENV_TOL, call  # a DDIM-10 rollout
     finally:
         policy.set_sampler("ddim-10")
         policy.reset()
@@ -162,7 +166,7 @@ def test_select_action_queue_after_reset(case):
 
 
 def test_default_sampler_is_the_folders_own():
-    policy = load_lerobot_policy(FIXTURES / "diffusion_state")
+    policy = load_policy(FIXTURES / "diffusion_state")
     assert policy.sampler.name == "ddpm-100"  # noise_scheduler_type DDPM, num_inference_steps null
     assert policy.config.obs_type == "lerobot" and list(policy.config.obs_shapes) == [
         "observation.state",

@@ -11,10 +11,11 @@ import torch
 from helpers.lerobot import state_obs, write_policy_folder
 
 import policy_accel
-from policy_accel.formats.lerobot.checkpoint import LeRobotCheckpointError, load_lerobot_policy
+from policy_accel.formats.lerobot.checkpoint import LeRobotCheckpointError
 from policy_accel.formats.lerobot.normalizer import LeRobotFeatureNormalizer
 from policy_accel.formats.lerobot.rgb_encoder import torchvision_center_crop
 from policy_accel.model.checkpoint_io import CheckpointError
+from policy_accel.policy.loading import load_policy
 from policy_accel.samplers import SequentialSampler
 
 STATE_ENV = {
@@ -138,7 +139,7 @@ def test_two_cameras_separate_batchnorm_encoders_compiled_names(tmp_path):
         resize_shape=[40, 40],
         crop_ratio=0.8,
     )
-    policy = load_lerobot_policy(folder, sampler="ddim-4")
+    policy = load_policy(folder, sampler="ddim-4")
     encoder = policy.obs_encoder
     assert list(policy.config.obs_shapes) == ["observation.state", "observation.images.top", "observation.images.wrist"]
     assert isinstance(encoder.rgb_encoder[0].backbone[1], torch.nn.BatchNorm2d) and not encoder.training
@@ -159,7 +160,7 @@ def test_shared_encoder_concatenates_cameras_in_feature_order(tmp_path):
         "observation.images.b": {"type": "VISUAL", "shape": [3, 33, 33]},
         "observation.state": {"type": "STATE", "shape": [2]},
     }
-    policy = load_lerobot_policy(write_policy_folder(tmp_path / "shared", inputs, crop_shape=[30, 31]))
+    policy = load_policy(write_policy_folder(tmp_path / "shared", inputs, crop_shape=[30, 31]))
     encoder = policy.obs_encoder
     frames = {k: v[:, 0] for k, v in state_obs(2, _dims(policy), 1).items()}
     with torch.no_grad():
@@ -203,7 +204,7 @@ def test_identity_action_and_mean_std_state(tmp_path):
     folder = write_policy_folder(
         tmp_path / "id", STATE_ENV, normalization_mapping={"STATE": "MEAN_STD", "ENV": "MIN_MAX"}
     )
-    policy = load_lerobot_policy(folder)
+    policy = load_policy(folder)
     assert policy.config.obs_encoder["normalize"] == {
         "observation.state": {"mode": "MEAN_STD", "shape": [3]},
         "observation.environment_state": {"mode": "MIN_MAX", "shape": [6]},
@@ -219,7 +220,7 @@ def test_flat_visual_stats_broadcast_per_channel(tmp_path):
     path = folder / "policy_preprocessor_step_3_normalizer_processor.safetensors"
     stats = load_file(str(path))
     save_file({k: (v.flatten() if k.startswith("observation.image.") else v) for k, v in stats.items()}, str(path))
-    policy = load_lerobot_policy(folder)
+    policy = load_policy(folder)
     image = torch.rand(1, 3, 32, 32)
     mean, std = stats["observation.image.mean"], stats["observation.image.std"]
     normalized = policy.obs_encoder.normalized({"observation.image": image})["observation.image"]
@@ -319,7 +320,7 @@ def test_miskeyed_observation_names_the_missing_key(state_folder):
 
 
 def test_saved_copy_reloads_without_the_folder(state_folder, tmp_path):
-    from policy_accel.policy.checkpoint import load_policy, save_policy
+    from policy_accel.policy.loading import save_policy
 
     policy = policy_accel.load(state_folder, sampler="ddim-4")
     copy = load_policy(save_policy(policy, tmp_path / "copy.safetensors"), sampler="ddim-4")

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 import policy_accel
 from policy_accel.data.replay_buffer import ReplayBuffer
 from policy_accel.model.conditional_unet1d import ConditionalUnet1D
-from policy_accel.policy.checkpoint import CheckpointError, load_policy, save_policy
+from policy_accel.policy.loading import CheckpointError, load_policy, save_policy
 
 
 def test_unet_output_shape_and_timestep_forms():
@@ -276,8 +276,27 @@ def test_deadline_needs_a_picard_sampler():
 
 def test_select_action_from_several_threads_is_serialised():
     import threading
+    import time
 
     policy = tiny_policy(sampler="ddim-2")
+    sampler = policy.sampler
+    active, overlaps = [0], []
+
+    class OverlapDetector:
+        """The policy's sampler, slowed down and counting how many calls run at once."""
+
+        name, solver = sampler.name, sampler.solver
+
+        def sample(self, *args, **kwargs):
+            active[0] += 1
+            overlaps.append(active[0])
+            time.sleep(0.005)  # wide enough for an unserialised caller to come in
+            try:
+                return sampler.sample(*args, **kwargs)
+            finally:
+                active[0] -= 1
+
+    policy.sampler = OverlapDetector()
     policy.reset(seed=0)
     errors, actions = [], []
 
@@ -294,7 +313,13 @@ def test_select_action_from_several_threads_is_serialised():
     for thread in threads:
         thread.join()
     assert not errors and len(actions) == 120
-    assert all(a.shape == (2,) and np.isfinite(a).all() for a in actions)
+    assert overlaps and max(overlaps) == 1, f"{max(overlaps)} sampler calls ran at once"
+    # serialised calls are one queue of 120 steps: the same actions as one thread on the same seed
+    single = tiny_policy(sampler="ddim-2")
+    single.reset(seed=0)
+    expected = [single.select_action(np.full(20, 250.0)) for _ in range(120)]
+    key = lambda a: tuple(np.round(a, 4))  # noqa: E731
+    assert sorted(map(key, actions)) == sorted(map(key, expected))
 
 
 def test_training_can_start_from_a_committed_export(tmp_path):

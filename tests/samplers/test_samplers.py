@@ -247,7 +247,7 @@ def teacher_problem():
     import gymnasium as gym
 
     import policy_accel.envs  # noqa: F401  (registers the gymnasium ids)
-    from policy_accel.policy.checkpoint import load_policy
+    from policy_accel.policy.loading import load_policy
 
     policy = load_policy(TEACHER)
     env = gym.make("policy_accel/PushT-v0", obs_type=policy.config.obs_type)

@@ -1,4 +1,4 @@
-"""Diffusion Policy workspace checkpoints (``.ckpt``) -> :class:`DiffusionPolicy`.
+"""Diffusion Policy workspace checkpoints (``.ckpt``) read into what the project's policy is built from.
 
 Everything comes from the file: the training config (policy type, network sizes, ``n_obs_steps``,
 ``horizon``, ``n_action_steps``, the observation/action alignment, the noise scheduler, the
@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from torch import nn
 
 from policy_accel.data.normalizer import AffineFieldNormalizer, Normalizer
+from policy_accel.formats.base import CheckpointFormat, LoadedCheckpoint, file_head
 from policy_accel.formats.diffusion_policy.safe_pickle import UnsafePickleError, safe_torch_load
-from policy_accel.model.checkpoint_io import CheckpointError, load_state_checked
+from policy_accel.model.checkpoint_io import CheckpointError
 from policy_accel.model.config import DiffusionPolicyConfig, TransformerConfig, UnetConfig
-from policy_accel.policy.diffusion_policy import DiffusionPolicy
 
 UNET_LOWDIM = "DiffusionUnetLowdimPolicy"
 TRANSFORMER_LOWDIM = "DiffusionTransformerLowdimPolicy"
@@ -66,8 +67,7 @@ class UnsupportedCheckpointError(CheckpointError):
 
 def is_pickle_checkpoint(path: str | Path) -> bool:
     """A torch zip archive or a raw pickle (protocol >= 2), as opposed to a safetensors file."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
+    head = file_head(Path(path), 4)
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
@@ -293,7 +293,7 @@ def _map_key(key: str) -> str | None:
     return key
 
 
-def _check_masks(policy: DiffusionPolicy, state: Mapping[str, torch.Tensor], source: str) -> None:
+def _check_masks(policy: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """DP stores the transformer's attention masks; they must be the ones its sizes imply."""
     for name in ("mask", "memory_mask"):
         mine = getattr(policy.model, name, None)
@@ -325,9 +325,9 @@ def native_sampler(policy_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": "ddim" if kind == "DDIMScheduler" else "ddpm", "num_steps": int(steps)}
 
 
-def load_dp_checkpoint(path: str | Path, sampler: Any = None) -> DiffusionPolicy:
-    """Rebuild a Diffusion Policy ``.ckpt`` as a :class:`DiffusionPolicy` with DP's evaluation weights.
-    ``sampler=None`` runs what Diffusion Policy runs (:func:`native_sampler`)."""
+def read_dp_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """A Diffusion Policy ``.ckpt`` read into the project's config, normaliser and DP's evaluation weights
+    (``ema_model`` when ``training.use_ema``); its native sampler is what DP runs (:func:`native_sampler`)."""
     payload = read_dp_payload(path)
     cfg = payload["cfg"]
     try:
@@ -356,11 +356,33 @@ def load_dp_checkpoint(path: str | Path, sampler: Any = None) -> DiffusionPolicy
         raise UnsupportedCheckpointError(f"'{path}': {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"'{path}': cannot read its {kind} config: {type(exc).__name__}: {exc}") from exc
-    policy = DiffusionPolicy(config, normalizer=_normalizer(state, fields))
-    config.normalizer = policy.normalizer.spec()  # so a converted file rebuilds the same normaliser
+    normalizer = _normalizer(state, fields)
+    config.normalizer = normalizer.spec()  # so a converted file rebuilds the same normaliser
     source = f"Diffusion Policy checkpoint '{path}' ({which})"
+    check = None
     if config.network == "transformer":
-        _check_masks(policy, state, source)
-    load_state_checked(policy, convert_state_dict(state), source)
-    policy.set_sampler(native_sampler(policy_cfg) if sampler is None else sampler)
-    return policy.eval()
+
+        def check(policy: nn.Module) -> None:
+            _check_masks(policy, state, source)
+
+    return LoadedCheckpoint(
+        config=config,
+        state_dict=convert_state_dict(state),
+        native_sampler=native_sampler(policy_cfg),
+        source=source,
+        format=DiffusionPolicyFormat.name,
+        normalizer=normalizer,
+        check_policy=check,
+    )
+
+
+class DiffusionPolicyFormat(CheckpointFormat):
+    """DP's ``BaseWorkspace.save_checkpoint`` files: a torch zip archive or a raw pickle."""
+
+    name = "Diffusion Policy .ckpt"
+
+    def recognises(self, path: Path) -> bool:
+        return path.is_file() and is_pickle_checkpoint(path)
+
+    def read(self, path: Path) -> LoadedCheckpoint:
+        return read_dp_checkpoint(path)

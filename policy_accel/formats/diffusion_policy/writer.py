@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import torch
 from omegaconf import OmegaConf
 
-from policy_accel.policy.diffusion_policy import DiffusionPolicy
+from policy_accel.formats.base import PolicyLike
 
 WORKSPACES = {
     "DiffusionUnetLowdimPolicy": "train_diffusion_unet_lowdim_workspace.TrainDiffusionUnetLowdimWorkspace",
@@ -96,7 +96,7 @@ def _pickle_module(load_type: Any) -> types.ModuleType:
     return module
 
 
-def dp_state_dict(policy: DiffusionPolicy, kind: str) -> dict[str, torch.Tensor]:
+def dp_state_dict(policy: PolicyLike, kind: str) -> dict[str, torch.Tensor]:
     """``policy``'s weights under Diffusion Policy's key names (the inverse of the importer's mapping)."""
     out: dict[str, torch.Tensor] = {"_dummy_variable": torch.zeros(0)}
     for key, value in policy.state_dict().items():
@@ -130,7 +130,7 @@ def dp_state_dict(policy: DiffusionPolicy, kind: str) -> dict[str, torch.Tensor]
 
 
 def dp_cfg(
-    policy: DiffusionPolicy,
+    policy: PolicyLike,
     kind: str,
     use_ema: bool = True,
     task: str = "pusht_lowdim",
@@ -223,12 +223,12 @@ def dp_cfg(
 
 def write_dp_checkpoint(
     path: str | Path,
-    policy: DiffusionPolicy,
+    policy: PolicyLike,
     kind: str,
     *,
     cfg: dict[str, Any] | None = None,
     use_ema: bool = True,
-    ema_policy: DiffusionPolicy | None = None,
+    ema_policy: PolicyLike | None = None,
 ) -> Path:
     """Save ``policy`` as DP's ``BaseWorkspace.save_checkpoint`` would: ``ema_model`` holds ``ema_policy``
     (default: ``policy``) when ``use_ema``, ``model`` holds ``policy``."""

@@ -13,9 +13,9 @@ LeRobot pins an older torch than this project, so its format is read here direct
 - ``policy_preprocessor.json`` / ``policy_postprocessor.json`` + their ``state_file``: LeRobot's
   normaliser and unnormaliser, applied exactly as LeRobot does (:mod:`policy_accel.formats.lerobot.normalizer`).
 
-The result is a :class:`DiffusionPolicy` taking dict observations keyed by LeRobot's feature names, so
-every sampler of the project (DDIM-k, Picard, deadline mode) runs it; LeRobot's own scheduler is the
-default (``sampler=None``).
+The policy built from it takes dict observations keyed by LeRobot's feature names
+(:mod:`policy_accel.formats.lerobot.features`), so every sampler of the project (DDIM-k, Picard, deadline
+mode) runs it; LeRobot's own scheduler is its native sampler (``sampler=None``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from policy_accel.data.normalizer import AffineFieldNormalizer, Normalizer
+from policy_accel.formats.base import CheckpointFormat, LoadedCheckpoint
+from policy_accel.formats.lerobot.features import ACTION_KEY, ENCODER_TYPE, ENV_STATE_KEY, LEROBOT_OBS_TYPE, STATE_KEY
 from policy_accel.formats.lerobot.normalizer import (
     DEFAULT_EPS,
     MODE_STATS,
@@ -38,16 +40,11 @@ from policy_accel.formats.lerobot.normalizer import (
     LeRobotFeatureNormalizer,
     stats_shape,
 )
-from policy_accel.model.builders import build_checked_encoder, register_obs_encoder
-from policy_accel.model.checkpoint_io import CheckpointError, load_state_checked
+from policy_accel.model.checkpoint_io import CheckpointError
 from policy_accel.model.config import DiffusionPolicyConfig, UnetConfig
-from policy_accel.policy.diffusion_policy import DiffusionPolicy
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 PREPROCESSOR_FILE, POSTPROCESSOR_FILE = "policy_preprocessor.json", "policy_postprocessor.json"
-STATE_KEY, ENV_STATE_KEY, ACTION_KEY = "observation.state", "observation.environment_state", "action"
-OBS_TYPE = "lerobot"  # config.obs_type of a loaded folder: dict observations keyed by LeRobot feature names
-ENCODER_TYPE = "lerobot"
 
 # DiffusionConfig fields with no effect on inference from saved weights (training, hub, runtime device)
 INERT_FIELDS = frozenset(
@@ -498,16 +495,7 @@ def map_weights(tensors: Mapping[str, torch.Tensor], source: str) -> dict[str, t
     return out
 
 
-# ------------------------------------------------------------------ encoder registry
-def _build_encoder(config: DiffusionPolicyConfig) -> torch.nn.Module:
-    from policy_accel.formats.lerobot.rgb_encoder import ENCODER_OPTIONS, LeRobotObsEncoder
-
-    return build_checked_encoder(config, LeRobotObsEncoder, ENCODER_OPTIONS, "LeRobot")
-
-
-register_obs_encoder(ENCODER_TYPE, _build_encoder)
-
-
+# ------------------------------------------------------------------ project config
 def policy_config(
     spec: LeRobotDiffusionSpec, normalize: Mapping[str, Mapping[str, Any]], eps: float, action_shape: list[int]
 ) -> DiffusionPolicyConfig:
@@ -526,7 +514,7 @@ def policy_config(
         "eps": eps,
     }
     return DiffusionPolicyConfig(
-        obs_type=OBS_TYPE,
+        obs_type=LEROBOT_OBS_TYPE,
         obs_dim=spec.obs_dim,
         action_dim=spec.action_dim,
         horizon=spec.horizon,
@@ -541,12 +529,12 @@ def policy_config(
 
 
 # ------------------------------------------------------------------ entry point
-def load_lerobot_policy(path: str | Path, sampler: Any = None) -> DiffusionPolicy:
-    """A LeRobot diffusion policy folder -> :class:`DiffusionPolicy` (eval mode) with ``sampler``.
+def read_lerobot_folder(path: str | Path) -> LoadedCheckpoint:
+    """A LeRobot diffusion policy folder read into the project's config, normaliser and weights.
 
-    ``sampler=None`` runs LeRobot's own inference (its ``noise_scheduler_type`` with ``num_inference_steps``);
-    any project sampler spec (``"picard"``, ``"ddim-10"``, ...) replaces it. Observations are dicts keyed by
-    the folder's feature names in env units (images float in [0, 1], channels first)."""
+    Its native sampler is LeRobot's own inference (its ``noise_scheduler_type`` with ``num_inference_steps``).
+    The policy takes dicts keyed by the folder's feature names in env units (images float in [0, 1], channels
+    first)."""
     folder = Path(path)
     if not folder.is_dir():
         raise LeRobotCheckpointError(f"LeRobot policy folder not found: '{folder}'")
@@ -581,21 +569,38 @@ def load_lerobot_policy(path: str | Path, sampler: Any = None) -> DiffusionPolic
         scale, offset = action.affine()
         scale, offset = scale.expand(spec.action_dim).clone(), offset.expand(spec.action_dim).clone()
 
+    config_source = f"'{folder / CONFIG_FILE}'"
     try:
         config = policy_config(spec, normalize, pre.eps, [spec.action_dim])
         normalizer = Normalizer({ACTION_KEY: AffineFieldNormalizer(scale, offset)})
-        policy = DiffusionPolicy(config, normalizer=normalizer)
-    except (ValueError, NotImplementedError) as exc:  # e.g. horizon vs executed actions, an unknown beta_schedule
-        raise LeRobotCheckpointError(f"'{folder / CONFIG_FILE}': {exc}") from exc
+    except (ValueError, NotImplementedError) as exc:
+        raise LeRobotCheckpointError(f"{config_source}: {exc}") from exc
     state = {
         **map_weights(tensors, f"'{folder / WEIGHTS_FILE}'"),
         **buffers,
         **{f"normalizer.{k}": v for k, v in normalizer.state_dict().items()},
     }
-    load_state_checked(policy, state, f"'{folder / WEIGHTS_FILE}'")
-    policy.eval()
-    try:
-        policy.set_sampler(spec.default_sampler() if sampler is None else sampler)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"sampler {sampler!r} for LeRobot policy '{folder}': {exc}") from exc
-    return policy
+    return LoadedCheckpoint(
+        config=config,
+        state_dict=state,
+        native_sampler=spec.default_sampler(),
+        source=f"'{folder / WEIGHTS_FILE}'",
+        format=LeRobotFormat.name,
+        normalizer=normalizer,
+        error_type=LeRobotCheckpointError,
+        config_source=config_source,  # e.g. horizon vs executed actions, an unknown beta_schedule
+        sampler_source=f"LeRobot policy '{folder}'",
+    )
+
+
+class LeRobotFormat(CheckpointFormat):
+    """LeRobot's ``pretrained_model/`` folders. Every folder is claimed (the only folder format), so one that
+    lacks a file gets an error naming it."""
+
+    name = "LeRobot folder"
+
+    def recognises(self, path: Path) -> bool:
+        return path.is_dir()
+
+    def read(self, path: Path) -> LoadedCheckpoint:
+        return read_lerobot_folder(path)

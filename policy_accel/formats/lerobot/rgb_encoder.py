@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from policy_accel.formats.lerobot.normalizer import LeRobotFeatureNormalizer
+from policy_accel.model.builders import build_checked_encoder
+from policy_accel.model.config import DiffusionPolicyConfig
 from policy_accel.model.resnet import RESNET18_OUT_CHANNELS, resnet18_trunk
 from policy_accel.model.robomimic_encoder import resnet18_output_hw
 
@@ -173,3 +175,8 @@ class LeRobotObsEncoder(nn.Module):
         if self.env_state_key:
             parts.append(obs[self.env_state_key])
         return torch.cat(parts, dim=-1)
+
+
+def build_lerobot_encoder(config: DiffusionPolicyConfig) -> nn.Module:
+    """The encoder a config with ``obs_encoder["type"] == "lerobot"`` names (registered by the package)."""
+    return build_checked_encoder(config, LeRobotObsEncoder, ENCODER_OPTIONS, "LeRobot")

@@ -1,4 +1,4 @@
-"""Env observations -> what a policy's ``select_action`` takes.
+"""Env observations -> what a project or Diffusion Policy checkpoint's ``select_action`` takes.
 
 Array policies read the env's flat observation as is. Dict policies (image Diffusion Policies)
 name their keys and shapes in ``config.obs_shapes``; the env config's ``obs_keys`` maps each
@@ -9,19 +9,14 @@ Policy's image datasets and env wrappers feed, so a checkpoint sees what it was 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import gymnasium as gym
 import numpy as np
 
-ObsAdapter = Callable[[Any], Any]
+from policy_accel.eval.families.base import ObsAdapter
 
-
-def env_hint(policy_config: Any) -> str:
-    """The env override that gives a policy its observations (image Diffusion Policies: ``env=pusht_image``)."""
-    if policy_config.dict_obs and policy_config.obs_type == "pixels_agent_pos":
-        return "env=pusht_image"
-    return f"env=pusht_{policy_config.obs_type}"
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 
 def _identity(obs: Any) -> Any:
@@ -29,13 +24,21 @@ def _identity(obs: Any) -> Any:
 
 
 def make_obs_adapter(
-    space: gym.Space, policy_config: Any, obs_type: str, obs_keys: Mapping[str, str] | None = None
+    space: gym.Space,
+    policy_config: Any,
+    obs_type: str,
+    obs_keys: Mapping[str, str] | None = None,
+    env_hint: str | None = None,
 ) -> ObsAdapter:
-    """Check the env's observation space against the policy and return the converter of batched obs."""
+    """Check the env's observation space against the policy and return the converter of batched obs.
+
+    ``env_hint`` is the ``env=`` override an obs-type mismatch error suggests."""
+    import gymnasium as gym
+
     if obs_type != policy_config.obs_type:
         raise ValueError(
             f"policy was trained on obs_type '{policy_config.obs_type}' but the env config gives "
-            f"'{obs_type}' (pick {env_hint(policy_config)})"
+            f"'{obs_type}'" + (f" (pick {env_hint})" if env_hint else "")
         )
     if not policy_config.dict_obs:
         if not isinstance(space, gym.spaces.Box) or space.shape != (policy_config.obs_dim,):

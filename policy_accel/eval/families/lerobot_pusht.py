@@ -14,9 +14,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-PUSHT_ENV_ID = "policy_accel/PushT-v0"
-LEROBOT_OBS_TYPE = "lerobot"  # DiffusionPolicyConfig.obs_type of a loaded LeRobot folder
-IMAGE_KEY, STATE_KEY, ENV_STATE_KEY = "observation.image", "observation.state", "observation.environment_state"
+from policy_accel.envs import PUSHT_ID
+from policy_accel.eval.families.base import cfg_value
+from policy_accel.formats.lerobot.features import ENV_STATE_KEY, IMAGE_KEY, LEROBOT_OBS_TYPE, STATE_KEY
+
 N_KEYPOINT_VALUES, AGENT_DIM = 18, 2
 PUSHT_PROVIDES = (
     f"{IMAGE_KEY} (3, S, S) rendered at any size S, {STATE_KEY} ({AGENT_DIM},) agent position, "
@@ -38,12 +39,12 @@ def uses_feature_names(policy_config: Any) -> bool:
     return getattr(policy_config, "obs_type", None) == LEROBOT_OBS_TYPE
 
 
-def pusht_plan(obs_shapes: Mapping[str, Mapping[str, Any]], env_id: str = PUSHT_ENV_ID) -> EnvPlan:
+def pusht_plan(obs_shapes: Mapping[str, Mapping[str, Any]], env_id: str = PUSHT_ID) -> EnvPlan:
     """The PushT obs type, env options and observation renaming that give a policy its features."""
     shapes = {k: tuple(int(d) for d in v["shape"]) for k, v in obs_shapes.items()}
-    if env_id != PUSHT_ENV_ID:
+    if env_id != PUSHT_ID:
         raise ValueError(
-            f"a policy observing LeRobot features {list(shapes)} runs on PushT ({PUSHT_ENV_ID}), not '{env_id}'"
+            f"a policy observing LeRobot features {list(shapes)} runs on PushT ({PUSHT_ID}), not '{env_id}'"
         )
     image = shapes.get(IMAGE_KEY)
     missing = []
@@ -84,7 +85,4 @@ def env_plan(policy_config: Any, env_cfg: Any = None) -> EnvPlan | None:
     """:func:`pusht_plan` for policies keyed by LeRobot feature names; ``None`` for every other policy."""
     if not uses_feature_names(policy_config):
         return None
-    env_id = PUSHT_ENV_ID
-    if env_cfg is not None:
-        env_id = (env_cfg.get("id") if hasattr(env_cfg, "get") else getattr(env_cfg, "id", None)) or PUSHT_ENV_ID
-    return pusht_plan(policy_config.obs_shapes or {}, str(env_id))
+    return pusht_plan(policy_config.obs_shapes or {}, str(cfg_value(env_cfg, "id", PUSHT_ID)))

@@ -1,0 +1,25 @@
+"""What a latency number was measured on: the machine facts every evaluation and benchmark report carries."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any
+
+import torch
+
+# The one /proc/cpuinfo reader of the project (the window-calibration cache keys on it too).
+from policy_accel.policy.calibration_cache import _cpu_model as cpu_model
+
+
+def machine_info() -> dict[str, Any]:
+    """Facts that make a latency number interpretable: CPU, core and thread counts, versions."""
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
