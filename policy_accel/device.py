@@ -8,6 +8,7 @@ asked and what this machine has, never a silent fallback to the CPU.
 from __future__ import annotations
 
 import contextlib
+import platform
 import time
 from typing import Iterator
 
@@ -97,3 +98,16 @@ def device_info(device: torch.device | str) -> dict[str, str | int | None]:
                 .strip()
             )
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one): every report names its machine with it,
+    and the window-calibration cache keys on it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -9,8 +9,7 @@ from typing import Any
 
 import torch
 
-# The one /proc/cpuinfo reader of the project (the window-calibration cache keys on it too).
-from policy_accel.policy.calibration_cache import _cpu_model as cpu_model
+from policy_accel.device import cpu_model
 
 
 def machine_info() -> dict[str, Any]:

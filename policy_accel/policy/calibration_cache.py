@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 import torch
 
+from policy_accel.device import cpu_model
+
 CACHE_DIR_ENV = "POLICY_ACCEL_CACHE_DIR"
 CACHE_FILE = "window_calibration.json"
 
@@ -28,20 +30,9 @@ def cache_path() -> Path:
     return Path(root) / CACHE_FILE
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_fingerprint(device: torch.device) -> str:
     """Host, CPU model and core count, torch version, and the accelerator's name when there is one."""
-    parts = [platform.node(), _cpu_model(), str(os.cpu_count()), torch.__version__, device.type]
+    parts = [platform.node(), cpu_model(), str(os.cpu_count()), torch.__version__, device.type]
     if device.type == "cuda":
         parts.append(torch.cuda.get_device_name(device))
     return " | ".join(parts)
