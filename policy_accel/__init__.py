@@ -70,4 +70,13 @@ def load(
     return policy
 
 
-__all__ = ["load", "__version__"]
+def __getattr__(name: str) -> Any:
+    """``policy_accel.RealTimePolicy``: the real-time runtime, imported on first use (it pulls in torch)."""
+    if name == "RealTimePolicy":
+        from policy_accel.policy.realtime import RealTimePolicy
+
+        return RealTimePolicy
+    raise AttributeError(f"module 'policy_accel' has no attribute '{name}'")
+
+
+__all__ = ["load", "RealTimePolicy", "__version__"]

@@ -12,6 +12,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from policy_accel.cli.env_check import check_policy_fits_env
+from policy_accel.cli.execution_options import BENCH_EXECUTION_CHECKS
+from policy_accel.cli.executor_options import EXECUTOR_CHECKS, check_executor_use, executor_benchmark
 from policy_accel.cli.hydra_config import load_config
 from policy_accel.cli.options import (
     check_options,
@@ -40,8 +42,12 @@ def run(args: list[str]) -> None:
             "threads": threads,
             "device": device_option,
             "compile": compile_option,
+            "latency_seeds": positive_int,
+            **EXECUTOR_CHECKS,
+            **BENCH_EXECUTION_CHECKS,
         },
     )
+    check_executor_use(cfg, "bench")
     device = target_device(cfg, "bench")
     output_dir = prepare_output_dir(Path(str(cfg.output_dir)), "bench")
     import torch
@@ -49,6 +55,7 @@ def run(args: list[str]) -> None:
     from policy_accel.eval.bench import BenchSpecError, run_benchmark
     from policy_accel.eval.plots import plot_latency_distributions, plot_reward_vs_latency
     from policy_accel.eval.report import bench_table, comparison_table, per_task_table, write_bench_report
+    from policy_accel.eval.sweep import append_executor_section
     from policy_accel.policy.loading import CheckpointError, load_policy
 
     checkpoint = Path(str(cfg.checkpoint))
@@ -71,7 +78,8 @@ def run(args: list[str]) -> None:
 
     seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
     try:
-        report = run_benchmark(
+        benchmark = run_benchmark if cfg.executor is None else executor_benchmark(cfg, output_dir)
+        report = benchmark(
             policy,
             samplers,
             cfg.env,
@@ -82,6 +90,9 @@ def run(args: list[str]) -> None:
             checkpoint=str(checkpoint),
             compare=[] if cfg.compare is None else OmegaConf.to_container(cfg.compare, resolve=True),
             compile=cfg.compile,
+            execution=OmegaConf.to_container(cfg.execution) if OmegaConf.is_config(cfg.execution) else cfg.execution,
+            delay=OmegaConf.to_container(cfg.delay) if OmegaConf.is_config(cfg.delay) else cfg.delay,
+            rtc_guidance=float(cfg.rtc_guidance),
         )
     except BenchSpecError as exc:  # a bad sampler entry, or a student file that does not fit
         raise SystemExit(f"policy-accel bench: {exc}") from None
@@ -89,6 +100,8 @@ def run(args: list[str]) -> None:
     report["config"] = OmegaConf.to_container(cfg, resolve=True)
 
     json_path, md_path = write_bench_report(report, output_dir)
+    if cfg.executor is not None:
+        append_executor_section(md_path, report["executor"])
     scatter = plot_reward_vs_latency(report["results"], output_dir / "reward_vs_latency.png")
     boxes = plot_latency_distributions(report["results"], output_dir / "latency_distributions.png")
     print(bench_table(report["results"]))

@@ -12,6 +12,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from policy_accel.cli.env_check import check_policy_fits_env
+from policy_accel.cli.execution_options import EVAL_EXECUTION_CHECKS, check_execution_fits, execution_kwargs
+from policy_accel.cli.executor_options import EXECUTOR_CHECKS, check_executor_use, executor_evaluate
 from policy_accel.cli.hydra_config import load_config
 from policy_accel.cli.options import (
     boolean,
@@ -74,14 +76,18 @@ def run(args: list[str]) -> None:
             "videos": non_negative_int,
             "device": device_option,
             "compile": compile_option,
+            **EXECUTOR_CHECKS,
+            **EVAL_EXECUTION_CHECKS,
         },
     )
+    check_executor_use(cfg, "eval")
     device = target_device(cfg, "eval")  # a missing device fails here, before loading anything
     import torch
 
     from policy_accel.device import device_info
     from policy_accel.eval.report import markdown_table, per_task_table, write_report
     from policy_accel.eval.rollout import evaluate_policy
+    from policy_accel.eval.sweep import append_executor_section
     from policy_accel.policy.loading import CheckpointError, load_policy
 
     checkpoint = Path(str(cfg.checkpoint))
@@ -101,12 +107,14 @@ def run(args: list[str]) -> None:
         raise SystemExit(f"policy-accel eval: bad sampler {spec!r}: {exc}") from None
     place_policy(policy, cfg, "eval")
     check_policy_fits_env(policy, cfg, checkpoint, "eval")
+    check_execution_fits(cfg, policy, "eval")
 
     output_dir = prepare_output_dir(
         Path(str(cfg.output_dir)) if cfg.output_dir else Path("outputs/eval") / policy.sampler.name, "eval"
     )
     seeds = list(range(int(cfg.seed_start), int(cfg.seed_start) + int(cfg.n_seeds)))
-    result = evaluate_policy(
+    evaluate = evaluate_policy if cfg.executor is None else executor_evaluate(cfg, checkpoint, spec, output_dir)
+    result = evaluate(
         policy,
         sampler=None,
         env_cfg=cfg.env,
@@ -117,12 +125,15 @@ def run(args: list[str]) -> None:
         record_video_episodes=int(cfg.videos),
         video_dir=output_dir / "videos",
         warm_start=bool(cfg.warm_start),
+        **execution_kwargs(cfg),
     )
     result["checkpoint"] = str(checkpoint)
     result["sampler_spec"] = spec
     result["device"] = device_info(device)
     result["compile"] = policy.compile_mode
     json_path, md_path = write_report(result, output_dir)
+    if cfg.executor is not None:
+        append_executor_section(md_path, result["executor"])
     print(markdown_table([result]))
     if "per_task" in result:
         print("\n" + per_task_table([result]))

@@ -18,11 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from policy_accel.device import device_info
+from policy_accel.eval.execution import check_execution_options, measure_delay
 from policy_accel.eval.families import family_for
 from policy_accel.eval.machine import machine_info
 from policy_accel.eval.results import add_speedups, merge_results, paired_difference
 from policy_accel.eval.rollout import evaluate_policy
+from policy_accel.policy.chunking import DEFAULT_GUIDANCE, check_execution, check_guidance
 from policy_accel.samplers import Sampler, StudentSampler, build_sampler
+
+EXECUTION_KEYS = ("execution", "delay", "rtc_guidance")  # a bench entry's execution options (not the sampler's)
 
 
 class BenchSpecError(ValueError):
@@ -38,6 +42,10 @@ class BenchEntry:
     sampler: Sampler
     warm_start: bool = False  # a policy option, not the sampler's: reuse the last chunk's solution
     compile: bool | str = False  # a policy option: the denoiser's compile backend for this entry (cached per mode)
+    execution: str = "sync"  # how chunks execute under latency (eval/execution.py); sync: the world waits
+    delay: int | str = 0  # control steps of planning latency, or "measured" (resolved once before the rollouts)
+    guidance: float = DEFAULT_GUIDANCE  # rtc's soft-guidance strength
+    measured_ms: float | None = None  # the median chunk latency behind a measured delay
 
 
 def _plain(spec: Any) -> dict[str, Any]:
@@ -51,8 +59,53 @@ def _plain(spec: Any) -> dict[str, Any]:
     raise BenchSpecError(f"a benchmark sampler must be a name or a mapping, got {type(spec).__name__}")
 
 
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, DictConfig) or hasattr(value, "_content"):
+        value = OmegaConf.to_container(value, resolve=True)
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def execution_variants(
+    spec: Mapping[str, Any], default_execution: Any, default_delay: Any, default_guidance: Any, config: Any
+) -> tuple[list[tuple[str, int | str, float]], list[str]]:
+    """The (mode, delay, guidance) runs of one bench entry: its own ``execution``/``delay``/``rtc_guidance``
+    (a value or a list) or the bench's, crossed; sync once (it ignores the delay). Integer delays a mode
+    cannot execute come back as notes (a sweep crosses every mode with every delay)."""
+    runs, notes = [], []
+    guidance = check_guidance(spec.get("rtc_guidance", default_guidance))
+    for mode in _as_list(spec.get("execution", default_execution)):
+        for delay in _as_list(spec.get("delay", default_delay)):
+            try:
+                mode, delay = check_execution_options(mode, delay)
+                if mode == "sync":
+                    delay = 0
+                if isinstance(delay, int):
+                    check_execution(mode, delay, config.horizon, config.first_action, config.n_action_steps)
+            except ValueError as exc:
+                if "does not fit" not in str(exc):
+                    raise BenchSpecError(f"sampler {dict(spec)}: {exc}") from exc
+                notes.append(str(exc))
+                continue
+            if (mode, delay, guidance) not in runs:
+                runs.append((mode, delay, guidance))
+    return runs, notes
+
+
+def variant_label(base: str, mode: str, delay: int | str, guidance: float, default_guidance: float) -> str:
+    """``ddim-10`` for sync, ``ddim-10/rtc/d4`` (``/g2.0`` for a non-default rtc guidance) otherwise."""
+    if mode == "sync":
+        return base
+    suffix = f"/g{guidance:g}" if mode == "rtc" and guidance != default_guidance else ""
+    return f"{base}/{mode}/d{delay}{suffix}"
+
+
 def prepare_samplers(
-    policy: Any, specs: Sequence[Any], default_compile: bool | str = False
+    policy: Any,
+    specs: Sequence[Any],
+    default_compile: bool | str = False,
+    default_execution: Any = "sync",
+    default_delay: Any = 0,
+    default_guidance: float = DEFAULT_GUIDANCE,
 ) -> tuple[list[BenchEntry], list[dict[str, Any]]]:
     """Build every spec once; skip (and report why) entries whose weights are not there yet.
 
@@ -69,7 +122,7 @@ def prepare_samplers(
         if checkpoint is not None and not Path(str(checkpoint)).is_file():
             skipped.append({"spec": spec, "reason": f"checkpoint '{checkpoint}' not found"})
             continue
-        options = {k: v for k, v in spec.items() if k not in ("warm_start", "compile")}
+        options = {k: v for k, v in spec.items() if k not in ("warm_start", "compile", *EXECUTION_KEYS)}
         warm_start = spec.get("warm_start", False)
         if not isinstance(warm_start, bool):
             raise BenchSpecError(f"sampler {spec}: warm_start must be true or false, got {warm_start!r}")
@@ -96,11 +149,53 @@ def prepare_samplers(
         suffix = ("+warm" if warm_start else "") + (
             f"+{compile_mode}" if isinstance(compile_mode, str) else "+compiled" if compile_mode else ""
         )
-        label = str(spec.get("label") or (sampler.name + suffix))
-        if any(e.label == label for e in entries):
-            raise BenchSpecError(f"two benchmark samplers are both labelled '{label}'; give one a 'label'")
-        entries.append(BenchEntry(label, spec, sampler, warm_start, compile_mode))
+        base = str(spec.get("label") or (sampler.name + suffix))
+        try:
+            runs, notes = execution_variants(spec, default_execution, default_delay, default_guidance, policy.config)
+        except ValueError as exc:
+            raise BenchSpecError(f"sampler {spec}: {exc}") from exc
+        skipped += [{"spec": spec, "reason": note} for note in notes]
+        for mode, delay, guidance in runs:
+            label = variant_label(base, mode, delay, guidance, float(default_guidance))
+            if any(e.label == label for e in entries):
+                raise BenchSpecError(f"two benchmark samplers are both labelled '{label}'; give one a 'label'")
+            entries.append(BenchEntry(label, spec, sampler, warm_start, compile_mode, mode, delay, guidance))
     return entries, skipped
+
+
+def resolve_measured_delays(
+    policy: Any, entries: list[BenchEntry], env_cfg: Any, max_steps: int
+) -> tuple[list[BenchEntry], list[dict[str, Any]]]:
+    """Measure each sampler's chunk latency once (one observation, its compile backend) where an entry asks
+    for ``delay: measured``, convert it with the env's control rate, and drop (with a note) the modes that
+    cannot execute that delay."""
+    family = family_for(env_cfg)
+    control_hz = family.control_hz(family.setup(policy.config, env_cfg, max_steps).env_id)
+    measured: dict[int, tuple[int, float]] = {}
+    kept, notes = [], []
+    previous = policy.sampler
+    try:
+        for entry in entries:
+            if entry.delay != "measured":
+                kept.append(entry)
+                continue
+            key = id(entry.sampler)
+            if key not in measured:
+                policy.set_sampler(entry.sampler)
+                policy.compile(entry.compile)
+                measured[key] = measure_delay(policy, control_hz)
+                print(f"bench: {entry.sampler.name}: {measured[key][1]:.1f} ms a chunk = {measured[key][0]} steps")
+            entry.delay, entry.measured_ms = measured[key]
+            cfg = policy.config
+            try:
+                check_execution(entry.execution, entry.delay, cfg.horizon, cfg.first_action, cfg.n_action_steps)
+            except ValueError as exc:
+                notes.append({"spec": entry.spec, "label": entry.label, "reason": str(exc)})
+                continue
+            kept.append(entry)
+    finally:
+        policy.set_sampler(previous)
+    return kept, notes
 
 
 def _check_pairs(pairs: Sequence[Sequence[str]]) -> None:
@@ -140,6 +235,9 @@ def run_benchmark(
     checkpoint: str | None = None,
     compare: Sequence[Sequence[str]] = (),
     compile: bool | str = False,
+    execution: Any = "sync",
+    delay: Any = 0,
+    rtc_guidance: float = DEFAULT_GUIDANCE,
 ) -> dict[str, Any]:
     """Every sampler on every seed batch (order rotated per batch), pooled per sampler.
 
@@ -158,9 +256,11 @@ def run_benchmark(
         raise ValueError(f"n_envs and max_steps must be >= 1, got {n_envs} and {max_steps}")
     n_envs, max_steps = int(n_envs), int(max_steps)
     _check_pairs(compare)  # before the long run, not after it
-    entries, skipped = prepare_samplers(policy, samplers, default_compile=compile)
+    entries, skipped = prepare_samplers(policy, samplers, compile, execution, delay, rtc_guidance)
     for entry in entries:  # compile every backend once, now, outside the timed rollouts
         policy.compile(entry.compile)
+    entries, not_fitting = resolve_measured_delays(policy, entries, env_cfg, max_steps)
+    skipped += not_fitting
     policy.compile(False)
     for note in skipped:
         print(f"bench: skipping sampler {note['spec']}: {note['reason']}")
@@ -189,6 +289,9 @@ def run_benchmark(
                         progress=False,
                         max_steps=max_steps,
                         warm_start=entry.warm_start,
+                        execution=entry.execution,
+                        delay=entry.delay,
+                        guidance=entry.guidance,
                     )
                 )
                 pbar.update()
@@ -202,7 +305,9 @@ def run_benchmark(
             sampler_spec=entry.spec,
             compile=entry.compile,
             calibration=entry.sampler.calibration,
+            delay_measured_ms=entry.measured_ms,
         )
+        result.pop("action_jumps", None)  # pooled into "smoothness"; the raw jumps would swell the report
         results.append(result)
     add_speedups(results)
     comparisons, comparison_notes = compare_pairs(results, compare)

@@ -241,14 +241,14 @@ class LocalExecutor:
         return 1
 
     def describe(self) -> dict[str, Any]:
-        return {"executor": "local", "workers": 1, "where": f"this process ({socket.gethostname()})"}
+        return {"executor": "local", "workers_alive": 1, "where": f"this process ({socket.gethostname()})"}
 
     def run(self, units: Sequence[EpisodeUnit]) -> Iterator[dict[str, Any]]:
         for unit in units:
             yield run_unit(unit)
 
 
-def _import_distributed() -> Any:
+def require_dask() -> Any:
     try:
         import distributed
     except ImportError as exc:
@@ -271,7 +271,7 @@ class DaskExecutor:
         self.client: Any = None
 
     def __enter__(self) -> DaskExecutor:
-        distributed = _import_distributed()
+        distributed = require_dask()
         opts = self.options
         timeout = f"{float(opts.connect_timeout_s)}s"
         try:
@@ -281,13 +281,16 @@ class DaskExecutor:
                     threads_per_worker=int(opts.threads_per_worker),
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    dashboard_address=None,  # no dashboard; its bare HTTP routes (health) on a free 127.0.0.1 port:
+                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                     resources=dict(opts.resources) if opts.resources else None,
                     silence_logs=logging.ERROR,
                 )
                 self.client = distributed.Client(self.cluster, timeout=timeout)
             else:
-                with distributed.config.set({"distributed.comm.timeouts.connect": timeout}):
+                import dask
+
+                with dask.config.set({"distributed.comm.timeouts.connect": timeout}):
                     self.client = distributed.Client(opts.address, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as exc:
             self.__exit__()
@@ -315,14 +318,14 @@ class DaskExecutor:
         return {
             "executor": "dask",
             "address": opts.address or f"LocalCluster on 127.0.0.1 ({opts.n_workers} workers)",
-            "workers": self.workers_alive(),
+            "workers_alive": self.workers_alive(),
             "threads_per_worker": opts.threads_per_worker if opts.address is None else None,
             "resources_per_episode": dict(opts.resources or {}),
         }
 
     def run(self, units: Sequence[EpisodeUnit]) -> Iterator[dict[str, Any]]:
         """Submit every unit, yield records as they finish; the first failure cancels the rest and raises."""
-        distributed = _import_distributed()
+        distributed = require_dask()
         client = self.client
         tag = uuid.uuid4().hex[:8]
         resources = dict(self.options.resources) if self.options.resources else None
@@ -359,7 +362,7 @@ def make_executor(name: str, dask: DaskOptions | None = None) -> LocalExecutor |
     if name == "local":
         return LocalExecutor()
     if name == "dask":
-        _import_distributed()  # fail before any work when the extra is missing
+        require_dask()  # fail before any work when the extra is missing
         return DaskExecutor(dask or DaskOptions())
     raise ValueError(f"executor must be local or dask, got {name!r}")
 

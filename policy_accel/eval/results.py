@@ -215,6 +215,35 @@ def add_task_breakdown(result: dict[str, Any], task_order: Sequence[str]) -> dic
     return result
 
 
+# ---------------------------------------------------------------- smoothness
+def _jump_stats(values: Sequence[float]) -> dict[str, Any]:
+    if not len(values):
+        return {"mean": None, "p95": None, "n": 0}
+    array = np.asarray(values, dtype=float)
+    return {"mean": float(array.mean()), "p95": float(np.percentile(array, 95)), "n": len(array)}
+
+
+def smoothness_summary(switch: Sequence[float], within: Sequence[float]) -> dict[str, Any]:
+    """Mean and p95 of the jumps between consecutive commanded actions (env units) at chunk switches and
+    within chunks: a smooth execution's switch jumps look like its within-chunk steps."""
+    return {"switch": _jump_stats(switch), "within": _jump_stats(within)}
+
+
+_EXECUTION_KEYS = ("execution", "delay_steps", "delay_measured_ms", "control_hz", "rtc_guidance")
+
+
+def merge_execution(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The execution mode and delay of results over seed batches, and their pooled action jumps."""
+    first = parts[0]
+    merged: dict[str, Any] = {key: first[key] for key in _EXECUTION_KEYS if key in first}
+    if all("action_jumps" in p for p in parts):
+        switch = [j for p in parts for j in p["action_jumps"]["switch"]]
+        within = [j for p in parts for j in p["action_jumps"]["within"]]
+        merged["action_jumps"] = {"switch": switch, "within": within}
+        merged["smoothness"] = smoothness_summary(switch, within)
+    return merged
+
+
 # ---------------------------------------------------------------- merging
 def _chunk_weighted(parts: Sequence[Mapping[str, Any]], key: str) -> float | None:
     """Mean of a per-chunk statistic over all parts' chunks (None if any part's is undefined)."""
@@ -262,6 +291,7 @@ def merge_results(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "n_policy_calls": sum(p["n_policy_calls"] for p in parts),
         "policy_time_s": sum(p["policy_time_s"] for p in parts),
         "wall_time_s": sum(p["wall_time_s"] for p in parts),
+        **merge_execution(parts),
     }
 
 

@@ -19,9 +19,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from policy_accel.eval.execution import (
+    JumpLog,
+    check_execution_options,
+    make_execution,
+    measure_delay,
+    smoothness_summary,
+)
 from policy_accel.eval.families import EnvFamily, Episode, ObsAdapter, RolloutSetup, family_for
 from policy_accel.eval.machine import machine_info
 from policy_accel.eval.results import EpisodeResult, Timing, episode_summary, success_rate, timing_summary
+from policy_accel.policy.chunking import DEFAULT_GUIDANCE, check_policy_supports
 
 
 def apply_policy_options(policy: Any, sampler: Any, warm_start: bool | None) -> Callable[[], None]:
@@ -55,6 +63,18 @@ def timed_call(policy: Any, obs: Any, timing: Timing) -> np.ndarray:
     return np.asarray(action)
 
 
+def _control_hz(family: EnvFamily, env_id: str, needed: bool) -> float | None:
+    """The env's declared control rate; ``None`` for an env that declares none, unless ``needed``."""
+    try:
+        return family.control_hz(env_id)
+    except Exception as exc:  # an env id or class without metadata["control_hz"] (a test's own variant)
+        if needed:
+            raise ValueError(
+                f"delay=measured needs the env's control rate, but '{env_id}' declares none: {exc}"
+            ) from None
+        return None
+
+
 def run_batch(
     policy: Any,
     family: EnvFamily,
@@ -65,9 +85,16 @@ def run_batch(
     record: Sequence[bool],
     warm: bool,
     pbar: tqdm,
+    execution: str = "sync",
+    delay: int = 0,
+    jumps: JumpLog | None = None,
+    guidance: float = DEFAULT_GUIDANCE,
 ) -> tuple[list[EpisodeResult], list[list[np.ndarray]]]:
     """Run one episode per (task, seed) in parallel sub-envs until all have terminated or truncated;
-    returns their records and, where ``record`` asks, their actions (for videos)."""
+    returns their records and, where ``record`` asks, their actions (for videos). ``execution`` and an
+    integer ``delay`` (control steps) run the episodes under latency (:mod:`policy_accel.eval.execution`;
+    ``sync``: the world waits, today's behaviour); ``jumps`` collects the commanded actions' jumps at chunk
+    switches and within chunks; ``guidance`` is ``rtc``'s soft-guidance strength."""
     n = len(episodes)
     obs = adapt(vec.reset(seed=[int(seed) for _, seed in episodes])[0])
     if warm:  # throwaway chunk: first-call allocations and thread start-up are not latency
@@ -75,6 +102,8 @@ def run_batch(
         policy.select_action(obs)
     # One reseed per batch makes every batch (and so every seed list) reproducible.
     policy.reset(seed=int(episodes[0][1]))
+    executor = make_execution(policy, execution, delay, guidance)
+    previous: np.ndarray | None = None
     done = np.zeros(n, dtype=bool)
     max_reward = np.zeros(n)
     success = np.zeros(n, dtype=bool)
@@ -82,10 +111,13 @@ def run_batch(
     maxima: dict[str, np.ndarray] = {}
     actions: list[list[np.ndarray]] = [[] for _ in range(n)]
     while not done.all():
-        action = timed_call(policy, obs, timing)
+        action = executor.act(obs, timing)
         raw_obs, reward, terminated, truncated, info = vec.step(action)
         obs = adapt(raw_obs)
         active = ~done
+        if jumps is not None and previous is not None:
+            jumps.record(previous, action, executor.switched, active)
+        previous = action
         score = family.score(info, reward, n)
         max_reward[active] = np.maximum(max_reward[active], score.reward[active])
         for key, value in score.metrics.items():
@@ -153,9 +185,17 @@ def evaluate_policy(
     record_video_episodes: int = 0,
     video_dir: str | Path | None = None,
     warm_start: bool | None = None,
+    execution: str = "sync",
+    delay: int | str = 0,
+    guidance: float = DEFAULT_GUIDANCE,
 ) -> dict[str, Any]:
     """One episode per seed (per task and seed on multi-task families); returns a JSON-able dict of task
     scores, latencies and machine facts.
+
+    ``execution`` (``sync``, ``blocking``, ``async``, ``blend``, ``rtc``) and ``delay`` (control steps, or
+    ``"measured"``: the sampler's median chunk latency here, converted with the env's control rate) run the
+    episodes under latency on a simulated clock (:mod:`policy_accel.eval.execution`); the result reports
+    the delay used, the control rate and the action jumps at chunk switches (``smoothness``).
 
     ``sampler`` is a spec for ``policy.set_sampler`` (``None``: keep the policy's own); the policy's
     previous sampler is restored afterwards, as is its ``warm_start`` flag when ``warm_start`` (``None``:
@@ -180,7 +220,19 @@ def evaluate_policy(
     if n_video and video_dir is None:
         raise ValueError("record_video_episodes > 0 needs a video_dir")
 
+    execution, delay = check_execution_options(execution, delay)
     restore = apply_policy_options(policy, sampler, warm_start)
+    try:  # the mode, the delay and the sampler checked against each other before any episode
+        control_hz = _control_hz(family, setup.env_id, needed=delay == "measured")
+        measured_ms = None
+        if delay == "measured":
+            delay, measured_ms = measure_delay(policy, control_hz)
+        check_execution_options(execution, delay, policy.config)
+        check_policy_supports(policy, execution)
+    except BaseException:
+        restore()
+        raise
+    jumps = JumpLog()
     warm_started = bool(policy.warm_start)
     name = str(policy.sampler.name)
     timing = Timing()
@@ -197,7 +249,19 @@ def evaluate_policy(
                     adapt = family.obs_adapter(vec.single_observation_space, policy.config, setup)
                     record = [start + i < n_video for i in range(len(batch))]
                     batch_results, actions = run_batch(
-                        policy, family, vec, batch, adapt, timing, record, len(batch) not in warmed, pbar
+                        policy,
+                        family,
+                        vec,
+                        batch,
+                        adapt,
+                        timing,
+                        record,
+                        len(batch) not in warmed,
+                        pbar,
+                        execution=execution,
+                        delay=int(delay),
+                        jumps=jumps,
+                        guidance=guidance,
                     )
                 finally:
                     vec.close()
@@ -233,5 +297,13 @@ def evaluate_policy(
         "wall_time_s": wall_s,
         "videos": videos,
         "machine": machine_info(),
+        "execution": execution,
+        "delay_steps": int(delay),
+        "delay_measured_ms": measured_ms,
+        "control_hz": control_hz,
+        "rtc_guidance": guidance if execution == "rtc" else None,
+        "smoothness": smoothness_summary(jumps),
+        # raw jumps (rounded), so results over seed batches pool exactly; the bench drops them once pooled
+        "action_jumps": {"switch": [round(j, 6) for j in jumps.switch], "within": [round(j, 6) for j in jumps.within]},
     }
     return family.summarise(result)

@@ -23,6 +23,7 @@ from policy_accel.data.normalizer import Normalizer
 from policy_accel.model.builders import build_network, build_obs_encoder
 from policy_accel.model.config import DiffusionPolicyConfig
 from policy_accel.policy.calibration_cache import model_fingerprint as weights_fingerprint
+from policy_accel.policy.chunking import PlanningCancelled
 from policy_accel.policy.obs_validation import checked_history, checked_step
 from policy_accel.policy.warm_start import WarmStartState
 from policy_accel.policy.warmup import calibrate_with_cache, check_threads, torch_threads, warmup_policy
@@ -79,6 +80,7 @@ class DiffusionPolicy(nn.Module):
         state.pop("_compiled_cache", None)  # compiled code is tied to the original's weights: copies run eager
         state.pop("_compiled_denoiser", None)
         state.pop("_compiled_encoder", None)
+        state.pop("_cancel_event", None)
         state["compile_mode"] = None
         return state
 
@@ -137,7 +139,11 @@ class DiffusionPolicy(nn.Module):
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The denoiser handed to samplers: eps for rows ``x`` at steps ``t`` given ``cond``
-        (the compiled network when :meth:`compile` was called)."""
+        (the compiled network when :meth:`compile` was called). A set ``_cancel_event`` (a closing
+        :class:`~policy_accel.policy.realtime.RealTimePolicy`) stops a solve at its next network call."""
+        cancel = self.__dict__.get("_cancel_event")
+        if cancel is not None and cancel.is_set():
+            raise PlanningCancelled("planning cancelled")
         compiled = self.__dict__.get("_compiled_denoiser")
         return compiled(x, t, cond) if compiled is not None else self.model(x, t, cond)
 

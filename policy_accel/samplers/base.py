@@ -83,11 +83,14 @@ class Sampler(ABC):
     * ``noise``: the sampler's randomness, a tensor shaped like :meth:`initial_noise`'s (warm start
       passes the last chunk's noise, shifted); a sampler should use it instead of drawing its own;
     * ``init_trajectory``: an initial guess of the trajectory, only when :attr:`accepts_initial_guess`;
+    * ``constraint``: an :class:`~policy_accel.samplers.inpainting.InpaintConstraint` (a committed prefix to hold
+      and an overlap to guide), only when :attr:`supports_inpainting`;
     * ``window`` (calibration), ``deadline_s`` and whatever the caller of ``predict_action_chunk`` adds.
     """
 
     name: str
     accepts_initial_guess: bool = False  # sample() takes init_trajectory (Picard: a warm start's guess)
+    supports_inpainting: bool = False  # sample() takes constraint= (real-time chunking's held prefix, inpainting.py)
     calibration: dict[str, Any] | None = None  # what calibrate() chose (with "window"), once resolved
 
     @abstractmethod

@@ -44,6 +44,7 @@ from policy_accel.samplers.base import (
     check_cond,
     check_finite_sample,
 )
+from policy_accel.samplers.inpainting import InpaintConstraint, check_constraint
 from policy_accel.samplers.sequential import draw_noise
 from policy_accel.samplers.solvers import StepSolver
 
@@ -99,6 +100,7 @@ class PicardSampler(Sampler):
     """ParaDDPM / ParaDDIM / ParaDPMSolver: the solver's steps solved by Picard iteration."""
 
     accepts_initial_guess = True
+    supports_inpainting = True  # the constraint is applied inside every round: same fixed point as sequential
 
     def __init__(
         self,
@@ -192,12 +194,14 @@ class PicardSampler(Sampler):
         init_trajectory: torch.Tensor | None = None,
         deadline_s: float | None = None,
         window: int | None = None,
+        constraint: InpaintConstraint | None = None,
         **_: Any,
     ) -> SampleOutput:
         """Sample a chunk. ``noise`` (N+1, B, T, D) fixes all randomness (row 0 is x_T);
         ``init_trajectory`` (N+1, B, T, D) is the initial guess of every point (a warm
         start; row 0 is ignored), default x_T everywhere; ``deadline_s`` stops at a time
-        budget and returns the best current estimate."""
+        budget and returns the best current estimate; ``constraint`` holds a committed prefix at every
+        trajectory point and guides each row's clean-chunk estimate (real-time chunking, inpainting.py)."""
         check_cond(cond, shape)
         solver, n = self.solver, self.solver.num_steps
         if noise is None:
@@ -213,7 +217,9 @@ class PicardSampler(Sampler):
                 self.calibrate(denoiser, cond, shape)
             window = self.resolved_window()
         _check_options(window, self.tolerance, self.max_iterations)
-        return self._solve(denoiser, cond, shape, noise, init_trajectory, min(window, n), deadline_s)
+        if constraint is not None:
+            constraint = check_constraint(constraint, shape, noise)
+        return self._solve(denoiser, cond, shape, noise, init_trajectory, min(window, n), deadline_s, constraint)
 
     def _solve(
         self,
@@ -224,6 +230,7 @@ class PicardSampler(Sampler):
         init_trajectory: torch.Tensor | None,
         window: int,
         deadline_s: float | None,
+        constraint: InpaintConstraint | None = None,
     ) -> SampleOutput:
         start_time = time.perf_counter()
         solver, n = self.solver, self.solver.num_steps
@@ -243,6 +250,9 @@ class PicardSampler(Sampler):
             trajectory[1:] = solver.extrapolate(noise[0], 0, n, torch.zeros_like(noise[0]), step_noise)
         else:
             trajectory[1:] = noise[0]
+        point_abar = solver.point_abar
+        if constraint is not None:  # the prefix of every point is known: it never moves, so its error is 0
+            constraint.hold_points(trajectory, point_abar)
         x0_buffer = torch.zeros((n, *shape), dtype=noise.dtype, device=noise.device) if solver.uses_prev_x0 else None
         inv_scale = (self._inv_scale / dim).to(noise)
         step_ids = torch.arange(n, device=noise.device)
@@ -259,6 +269,8 @@ class PicardSampler(Sampler):
             flat = rows.reshape(length * batch, *shape[1:])
             eps = denoiser(flat, timesteps[index], cond_rows[: length * batch])
             x0 = solver.predict_x0(eps, index, flat)
+            if constraint is not None:
+                x0 = constraint.guide(x0)
             x0_prev = None
             if x0_buffer is not None:
                 window_x0 = x0.reshape(length, *shape)
@@ -269,6 +281,8 @@ class PicardSampler(Sampler):
             if step_noise is not None:
                 drift = drift + step_noise[begin:end]
             updated = trajectory[begin] + drift.cumsum(0)
+            if constraint is not None:
+                constraint.hold_points(updated, point_abar[begin + 1 : end + 1])
             error = (updated - trajectory[begin + 1 : end + 1]).square().sum(dim=(-1, -2)) * inv_scale[begin:end, None]
             trajectory[begin + 1 : end + 1] = updated
             last_x0 = x0.reshape(length, *shape)[-1]
@@ -297,6 +311,8 @@ class PicardSampler(Sampler):
                     )
                 else:  # ParaDiGMS: repeat the window's last point
                     trajectory[end + 1 : new_end + 1] = trajectory[end]
+                if constraint is not None:
+                    constraint.hold_points(trajectory[end + 1 : new_end + 1], point_abar[end + 1 : new_end + 1])
             begin += advance
             if deadline_s is not None and begin < n and time.perf_counter() - start_time > deadline_s:
                 hit_deadline = True
@@ -307,6 +323,8 @@ class PicardSampler(Sampler):
             sample = trajectory[n].clone()
         else:  # stopped early before the window reached the last step: the network's clean-chunk guess
             sample = last_x0.clone()
+        if constraint is not None:  # the committed prefix, exactly (a converged solve has it already)
+            sample = constraint.hold(sample, 1.0)
         check_finite_sample(sample, self.name)
         stats = SampleStats(
             nfe=nfe,

@@ -15,6 +15,7 @@ from policy_accel.samplers.base import (
     check_finite_sample,
     standard_normal,
 )
+from policy_accel.samplers.inpainting import InpaintConstraint, check_constraint
 from policy_accel.samplers.solvers import StepSolver
 
 
@@ -39,6 +40,8 @@ def draw_noise(
 class SequentialSampler(Sampler):
     """Run ``solver`` step by step: ``num_steps`` rounds, one network evaluation each."""
 
+    supports_inpainting = True
+
     def __init__(self, solver: StepSolver, name: str | None = None) -> None:
         self.solver = solver
         self.name = name or f"{solver.name}-{solver.num_steps}"
@@ -61,8 +64,10 @@ class SequentialSampler(Sampler):
         shape: tuple[int, int, int],
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
+        constraint: InpaintConstraint | None = None,
         **unsupported: Any,
     ) -> SampleOutput:
+        """``constraint``: hold a committed prefix and guide the overlap (real-time chunking, see inpainting.py)."""
         if unsupported:
             raise TypeError(
                 f"sampler {self.name} does not take {sorted(unsupported)} "
@@ -78,12 +83,21 @@ class SequentialSampler(Sampler):
         timesteps = solver.tables(noise.device)[0]
         x, x0 = noise[0], None
         batch = shape[0]
+        if constraint is not None:
+            constraint = check_constraint(constraint, shape, noise)
+            x = constraint.hold(x, solver.point_abar[0])
         for i in range(solver.num_steps):
             index = torch.full((batch,), i, dtype=torch.long, device=noise.device)
             eps = denoiser(x, timesteps[index], cond)
-            x, x0 = solver.mean_next(eps, index, x, x0)
+            if constraint is None:
+                x, x0 = solver.mean_next(eps, index, x, x0)
+            else:  # the guided clean-chunk estimate drives the step (and is the multistep solver's x0_prev)
+                guided = constraint.guide(solver.predict_x0(eps, index, x))
+                x, x0 = solver.combine(guided, eps, index, x, x0), guided
             if solver.stochastic:
                 x = x + noise_std[i] * noise[i + 1]
+            if constraint is not None:
+                x = constraint.hold(x, solver.point_abar[i + 1])
         check_finite_sample(x, self.name)
         stats = SampleStats(nfe=solver.num_steps, rounds=solver.num_steps)
         return SampleOutput(sample=x, stats=stats)

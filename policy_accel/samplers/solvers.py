@@ -102,9 +102,20 @@ class StepSolver:
     stochastic = False
     uses_prev_x0 = False
 
-    def __init__(self, timesteps: torch.Tensor, coefficients: StepCoefficients, clip_range: float | None) -> None:
+    def __init__(
+        self,
+        timesteps: torch.Tensor,
+        coefficients: StepCoefficients,
+        clip_range: float | None,
+        point_abar: torch.Tensor | None = None,
+    ) -> None:
         self.timesteps = timesteps.long()
         self.num_steps = len(timesteps)
+        # alpha_bar of trajectory point k = 0..N (the noise level of the sampler's x_k; point N is the clean
+        # chunk, 1.0): inpainting noises a known prefix to exactly this level at every point
+        self.point_abar = (
+            point_abar.double() if point_abar is not None else torch.ones(self.num_steps + 1, dtype=torch.float64)
+        )
         self.coef = coefficients
         self.clip_range = clip_range
         self.noise_std = coefficients.noise_std
@@ -213,7 +224,12 @@ class DDPMSolver(StepSolver):
             noise_var=var.float(),
         )
         coef = _as_prediction_type(coef, abar_t, cfg["prediction_type"])
-        super().__init__(timesteps, coef, cfg.get("clip_sample_range", 1.0) if cfg["clip_sample"] else None)
+        super().__init__(
+            timesteps,
+            coef,
+            cfg.get("clip_sample_range", 1.0) if cfg["clip_sample"] else None,
+            point_abar=torch.cat([abar_t, torch.ones(1, dtype=torch.float64)]),
+        )
 
 
 class DDIMSolver(StepSolver):
@@ -268,7 +284,12 @@ class DDIMSolver(StepSolver):
             noise_var=_ddpm_posterior_var(abar_t, abar_prev).float(),
         )
         coef = _as_prediction_type(coef, abar_t, cfg["prediction_type"])
-        super().__init__(timesteps, coef, cfg.get("clip_sample_range", 1.0) if cfg["clip_sample"] else None)
+        super().__init__(
+            timesteps,
+            coef,
+            cfg.get("clip_sample_range", 1.0) if cfg["clip_sample"] else None,
+            point_abar=torch.cat([abar_t, torch.ones(1, dtype=torch.float64)]),
+        )
 
 
 class DPMSolverPP(StepSolver):
@@ -331,7 +352,12 @@ class DPMSolverPP(StepSolver):
         )
         coef = _as_prediction_type(coef, abar_t, cfg["prediction_type"])
         clip = cfg["clip_sample"] if clip_sample is None else clip_sample
-        super().__init__(timesteps, coef, clip_range=cfg.get("clip_sample_range", 1.0) if clip else None)
+        super().__init__(
+            timesteps,
+            coef,
+            clip_range=cfg.get("clip_sample_range", 1.0) if clip else None,
+            point_abar=torch.cat([abar_t, torch.ones(1, dtype=torch.float64)]),
+        )
 
 
 SOLVERS: dict[str, type[StepSolver]] = {"ddpm": DDPMSolver, "ddim": DDIMSolver, "dpmsolver": DPMSolverPP}
@@ -387,5 +413,7 @@ class VPredictionDDIMSolver(StepSolver):
             noise_var=_ddpm_posterior_var(abar[:-1], abar[1:]).float(),
         )
         clip = cfg["clip_sample"] if clip_sample is None else clip_sample
-        super().__init__(grid[:-1], coef, clip_range=cfg.get("clip_sample_range", 1.0) if clip else None)
+        super().__init__(
+            grid[:-1], coef, clip_range=cfg.get("clip_sample_range", 1.0) if clip else None, point_abar=abar
+        )
         self.grid = grid

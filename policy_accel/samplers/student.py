@@ -72,6 +72,8 @@ def save_student(
 class StudentSampler(Sampler):
     """``num_steps`` DDIM steps of a distilled v-prediction student."""
 
+    supports_inpainting = True  # through its sequential solve
+
     def __init__(
         self,
         network: ConditionalUnet1D,

@@ -240,7 +240,6 @@ def test_model_fingerprint_is_public_lazy_and_stable() -> None:
 
 
 def test_custom_sampler_in_the_rollout_harness() -> None:
-    pytest.importorskip("pymunk")
     from policy_accel.eval.rollout import evaluate_policy
 
     policy = tiny_policy()
