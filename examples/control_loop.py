@@ -2,11 +2,16 @@
 
     python examples/control_loop.py --sampler picard --window auto --deadline-ms 60
     python examples/control_loop.py --steps 10000 --no-sleep     # memory soak, as fast as possible
+    python examples/control_loop.py --sampler ddpm --realtime rtc  # the robot never waits: RealTimePolicy
 
 Each tick: read the observation, ask the policy for one action (a new chunk is planned
 every 8 ticks), step the simulator, sleep until the next tick. Prints per-action
 latency, ticks that overran the 100 ms period, deadline hits, and the process's
 resident memory at the start and end, so growth over a long run is visible.
+
+``--realtime rtc|async|blend`` runs the loop through :class:`policy_accel.RealTimePolicy`: chunks are
+planned in a background thread while the current one executes (real-time chunking with ``rtc``), so no tick
+waits on the network after the first; it prints the runtime's delays, late chunks and underruns.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=100000)
     parser.add_argument("--hz", type=float, default=10.0)
     parser.add_argument("--no-sleep", action="store_true", help="run ticks back to back (soak tests)")
+    parser.add_argument("--realtime", choices=["rtc", "async", "blend"], default=None, help="plan in a thread")
+    parser.add_argument("--delay", default="auto", help="--realtime: delay in ticks, or auto (measured)")
     args = parser.parse_args()
 
     options = {}
@@ -70,6 +77,12 @@ def main() -> None:
     policy.select_action(obs)  # warm-up (and auto-window calibration) outside the timed loop
     obs, _ = env.reset(seed=args.seed)
     policy.reset(seed=args.seed)
+    runtime = None
+    if args.realtime is not None:  # select_action from now on comes from the current chunk, never the network
+        delay = args.delay if args.delay == "auto" else int(args.delay)
+        runtime = policy_accel.RealTimePolicy(policy, control_hz=args.hz, strategy=args.realtime, delay=delay)
+        runtime.reset(seed=args.seed)
+    actor = runtime if runtime is not None else policy
 
     latencies, overruns, deadline_hits, chunks, episode, best = [], 0, 0, 0, 0, 0.0
     start_rss = rss_mb()
@@ -77,7 +90,7 @@ def main() -> None:
     for tick in range(args.steps):
         stats_before = policy.last_stats
         began = time.perf_counter()
-        action = policy.select_action(obs)
+        action = actor.select_action(obs)
         latency = time.perf_counter() - began
         latencies.append(latency)
         if policy.last_stats is not stats_before:
@@ -89,7 +102,7 @@ def main() -> None:
             print(f"episode {episode}: max reward {best:.3f} after {tick + 1} ticks")
             episode, best = episode + 1, 0.0
             obs, _ = env.reset(seed=args.seed + episode)
-            policy.reset(seed=args.seed + episode)
+            actor.reset(seed=args.seed + episode)
         if latency > period:
             overruns += 1
         next_tick += period
@@ -102,7 +115,15 @@ def main() -> None:
                 f"max {recent.max():.1f} ms, overruns {overruns}, deadline hits {deadline_hits}/{chunks}, "
                 f"rss {rss_mb():.1f} MB"
             )
-    ms = np.array(latencies) * 1000
+    if runtime is not None:
+        runtime.close()
+        stats = runtime.stats
+        print(
+            f"real-time {stats['strategy']}: {stats['chunks']} chunks, delays used {stats['delays_used']}, "
+            f"late chunks {stats['late_chunks']}, underruns {stats['underruns']}, planning p50 "
+            f"{stats['planning_latency_ms']['p50']:.0f} ms, select_action p99 {stats['select_action_ms']['p99']:.3f} ms"
+        )
+    ms = np.array(latencies[1:] if runtime is not None else latencies) * 1000
     print(
         f"\n{args.steps} ticks at {args.hz:g} Hz with {policy.sampler.name}: per-action latency "
         f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, max {ms.max():.2f} ms; "

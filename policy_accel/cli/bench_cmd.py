@@ -104,6 +104,10 @@ def run(args: list[str]) -> None:
         append_executor_section(md_path, report["executor"])
     scatter = plot_reward_vs_latency(report["results"], output_dir / "reward_vs_latency.png")
     boxes = plot_latency_distributions(report["results"], output_dir / "latency_distributions.png")
+    if any(r.get("execution", "sync") != "sync" for r in report["results"]):
+        from policy_accel.eval.plots import plot_reward_vs_delay
+
+        print(f"plot:   {plot_reward_vs_delay(report['results'], output_dir / 'reward_vs_delay.png')}")
     print(bench_table(report["results"]))
     if any("per_task" in r for r in report["results"]):
         print("\n" + per_task_table(report["results"]))

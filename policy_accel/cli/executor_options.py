@@ -79,11 +79,22 @@ def make_executor_from(cfg: DictConfig) -> Any:
     return make_executor(str(cfg.executor), options)
 
 
-def rollout_mode(cfg: DictConfig) -> tuple[str | None, int | None]:
-    """``execution`` and ``delay`` when the config has them (issue 21's options), else None: the episode unit
-    carries them to the rollout."""
-    execution = OmegaConf.select(cfg, "execution", default=None)
-    delay = OmegaConf.select(cfg, "delay", default=None)
+def rollout_mode(command: str, policy: Any, env_cfg: Any, execution: Any, delay: Any) -> tuple[str | None, int | None]:
+    """One execution mode and an integer delay for every episode unit. ``delay=measured`` is measured once,
+    here on the client (workers measuring their own would make an episode's result depend on its machine);
+    lists (a bench sweep over modes or delays) are one command per value under an executor."""
+    if isinstance(execution, (list, tuple)) or isinstance(delay, (list, tuple)):
+        raise SystemExit(
+            f"policy-accel {command}: executor=local|dask runs one execution mode and one delay per command; "
+            f"got execution={execution!r}, delay={delay!r}: run one command per value (or executor=null)"
+        )
+    if delay == "measured":
+        from policy_accel.eval.execution import measure_delay
+        from policy_accel.eval.families import family_for
+
+        family = family_for(env_cfg)
+        delay, latency_ms = measure_delay(policy, family.control_hz(OmegaConf.select(env_cfg, "id", default=None)))
+        print(f"{command}: delay=measured: {latency_ms:.1f} ms median chunk latency here -> {delay} control steps")
     return (None if execution is None else str(execution)), (None if delay is None else int(delay))
 
 
@@ -130,7 +141,8 @@ def executor_evaluate(cfg: DictConfig, checkpoint: Path, spec: Mapping[str, Any]
         video_dir: Any = None,
         warm_start: bool | None = None,
         execution: str | None = None,
-        delay: int | None = None,
+        delay: int | str | None = None,
+        guidance: float | None = None,
         **other: Any,
     ) -> dict[str, Any]:
         from policy_accel.eval.executor import EpisodeJob
@@ -138,7 +150,7 @@ def executor_evaluate(cfg: DictConfig, checkpoint: Path, spec: Mapping[str, Any]
 
         if unsupported := sorted(k for k, v in other.items() if v is not None):
             raise SystemExit(f"policy-accel eval: executor={cfg.executor} does not support {unsupported} yet")
-        cfg_execution, cfg_delay = rollout_mode(cfg)
+        execution, delay = rollout_mode("eval", policy, env_cfg, execution, delay)
         job = EpisodeJob(
             label=str(policy.sampler.name),
             checkpoint=str(checkpoint),
@@ -148,9 +160,10 @@ def executor_evaluate(cfg: DictConfig, checkpoint: Path, spec: Mapping[str, Any]
             warm_start=bool(warm_start),
             compile=cfg.compile,
             device=str(cfg.device),
-            execution=execution if execution is not None else cfg_execution,
-            delay=delay if delay is not None else cfg_delay,
+            execution=execution,
+            delay=delay,
             threads=None if cfg.threads is None else int(cfg.threads),
+            guidance=None if guidance is None else float(guidance),
         )
         executor = make_executor_from(cfg)
         return run_with_executor(
@@ -177,15 +190,20 @@ def executor_benchmark(cfg: DictConfig, output_dir: Path) -> Any:
         checkpoint: str | None = None,
         compare: Any = (),
         compile: bool | str = False,
-        execution: str | None = None,
-        delay: int | None = None,
+        execution: Any = None,
+        delay: Any = None,
+        rtc_guidance: float | None = None,
         **other: Any,
     ) -> dict[str, Any]:
         from policy_accel.eval.sweep import benchmark_episodes
 
         if unsupported := sorted(k for k, v in other.items() if v is not None):
             raise SystemExit(f"policy-accel bench: executor={cfg.executor} does not support {unsupported} yet")
-        cfg_execution, cfg_delay = rollout_mode(cfg)
+        if isinstance(delay, str) and delay == "measured":
+            raise SystemExit(
+                "policy-accel bench: delay=measured differs per sampler; under executor=local|dask give an integer delay"
+            )
+        execution, delay = rollout_mode("bench", policy, env_cfg, execution, delay)
         executor = make_executor_from(cfg)
         return run_with_executor(
             "bench",
@@ -207,8 +225,9 @@ def executor_benchmark(cfg: DictConfig, output_dir: Path) -> Any:
                 compile=compile,
                 device=str(cfg.device),
                 threads=None if cfg.threads is None else int(cfg.threads),
-                execution=execution if execution is not None else cfg_execution,
-                delay=delay if delay is not None else cfg_delay,
+                execution=execution,
+                delay=delay,
+                guidance=None if execution != "rtc" or rtc_guidance is None else float(rtc_guidance),
             ),
         )
 

@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from policy_accel.data.batches import ResumableBatchSampler
 from policy_accel.data.datasets import PushTDataset
 from policy_accel.model.conditional_unet1d import ConditionalUnet1D
 from policy_accel.model.config import UnetConfig
@@ -215,10 +216,10 @@ def distill(
     alphas_cumprod = teacher_policy.noise_scheduler.alphas_cumprod.to(device)
     normalizer = teacher_policy.normalizer
     policy_config = config.to_dict()
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed)
-    )
-    pairs = training_pairs(loader, teacher_policy)
+    # Batches by position (not generator state), so a round resumed mid-way sees an uninterrupted run's batches.
+    batches = ResumableBatchSampler(len(dataset), batch_size, seed=seed)
+    pairs = training_pairs(DataLoader(dataset, batch_sampler=batches, generator=torch.Generator()), teacher_policy)
+    consumed = 0  # batches the rounds before this one drew (a finished round drew all its iterations)
 
     wanted_unet, fresh_student = None, None
     if student_unet is not None:
@@ -249,6 +250,9 @@ def distill(
         out_path = run_dir / f"student_round{round_index}_{n}steps.safetensors"
         grid = trailing_grid(schedule["num_train_timesteps"], n)
         first = round_index == 1
+        round_iterations = first_round_iterations if first and first_round_iterations else iterations
+        batches.seek(consumed)
+        consumed += round_iterations
         if out_path.exists():  # finished earlier: it becomes the next teacher
             student = _load_finished_round(out_path, policy_config["unet"]).to(device)
         else:
@@ -260,12 +264,13 @@ def distill(
                 run_dir,
                 round_index,
                 n,
-                first_round_iterations if first and first_round_iterations else iterations,
+                round_iterations,
                 first_round_lr if first and first_round_lr else lr,
                 ckpt_every,
                 log_every,
                 seed,
                 init=fresh_student if first else None,
+                batches=batches,
             )
             save_student(
                 student,
@@ -304,6 +309,7 @@ def _train_round(
     log_every: int,
     seed: int,
     init: nn.Module | None = None,
+    batches: ResumableBatchSampler | None = None,
 ) -> nn.Module:
     student = copy.deepcopy(init if init is not None else teacher.network).train()
     for parameter in student.parameters():
@@ -325,7 +331,11 @@ def _train_round(
             schedule.load_state_dict(state["schedule"])
             start = int(state["iteration"])
             _log(run_dir, {"event": "resume", "round": round_index, "iteration": start})
-    generator = torch.Generator().manual_seed(seed + 1000 * round_index + start)
+    generator = torch.Generator().manual_seed(seed + 1000 * round_index)
+    if start:  # continue the uninterrupted run's noise and batches
+        generator.set_state(state["generator"])
+        if batches is not None:
+            batches.seek(batches.position + start)
     began, window = time.time(), []
     with tqdm(
         total=iterations, initial=start, desc=f"distill round {round_index} ({2 * n}->{n} steps)", dynamic_ncols=True
@@ -367,6 +377,7 @@ def _train_round(
                         "student": student.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "schedule": schedule.state_dict(),
+                        "generator": generator.get_state(),
                     },
                     tmp,
                 )

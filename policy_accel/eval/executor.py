@@ -61,6 +61,7 @@ class EpisodeJob:
     execution: str | None = None
     delay: int | None = None
     threads: int | None = None
+    guidance: float | None = None  # execution=rtc: the pull of the overlap toward the previous chunk
 
     def identity(self) -> dict[str, Any]:
         """The fields an episode's result depends on (the resume fingerprint; ``threads`` is not one)."""
@@ -147,8 +148,9 @@ def _load(job: EpisodeJob) -> tuple[_Loaded, bool]:
 
 
 def rollout_options(job: EpisodeJob) -> dict[str, Any]:
-    """The rollout's keyword options of a job: execution mode and delay, only when set (issue 21's hook)."""
-    return {k: v for k, v in (("execution", job.execution), ("delay", job.delay)) if v is not None}
+    """The rollout's keyword options of a job: execution mode, delay and RTC guidance, only when set."""
+    options = (("execution", job.execution), ("delay", job.delay), ("guidance", job.guidance))
+    return {k: v for k, v in options if v is not None}
 
 
 def run_episode(policy: Any, unit: EpisodeUnit, warm: bool, setups: dict[str, Any] | None = None) -> dict[str, Any]:

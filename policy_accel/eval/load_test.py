@@ -17,12 +17,14 @@ import numpy as np
 from policy_accel.device import timed
 
 
-def _busy(stop: Any) -> None:
-    """A CPU-bound competitor: spin until told to stop."""
+def _busy(stop: Any, loops: Any) -> None:
+    """A CPU-bound competitor: spin until told to stop, counting its 100k-step loops (the proof it ran)."""
     x = 0
     while not stop.is_set():
         for _ in range(100_000):
             x += 1
+        with loops.get_lock():
+            loops.value += 1
 
 
 def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
@@ -57,19 +59,27 @@ def latency_under_load(
     chunks: int,
     budget_s: float = 60.0,
 ) -> list[dict[str, Any]]:
-    """One row per (threads, load): p50/p99/max chunk ms, measured alone and with ``competitors`` busy processes."""
+    """One row per (threads, load): p50/p99/max chunk ms, measured alone and with ``competitors`` busy processes.
+
+    Loaded rows carry ``competitor_loops``: how many 100k-step loops the competitors ran meanwhile (> 0 shows the
+    load was really there)."""
     rows = []
     for load in (0, competitors):
         stop = mp.Event()
-        procs = [mp.Process(target=_busy, args=(stop,), daemon=True) for _ in range(load)]
+        loops = mp.Value("q", 0)
+        procs = [mp.Process(target=_busy, args=(stop, loops), daemon=True) for _ in range(load)]
         for proc in procs:
             proc.start()
         time.sleep(0.5 if load else 0.0)  # let the competitors reach full speed
         try:
             for threads in thread_counts:
                 policy.threads = int(threads)
+                before = loops.value
                 times = chunk_latencies(policy, obs_history, chunks, budget_s)
-                rows.append({"threads": int(threads), "competing_processes": load, **_percentiles(times)})
+                row = {"threads": int(threads), "competing_processes": load, **_percentiles(times)}
+                if load:
+                    row["competitor_loops"] = int(loops.value - before)
+                rows.append(row)
         finally:
             stop.set()
             for proc in procs:

@@ -97,3 +97,60 @@ def plot_latency_distributions(results: Sequence[Mapping[str, Any]], path: str |
     ax.set_title("Per-chunk latency (whiskers: p1-p99)")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     return _save(fig, path)
+
+
+MODE_STYLE = {"blocking": ("C3", "s"), "async": ("C1", "v"), "blend": ("C2", "D"), "rtc": ("C0", "o")}
+
+
+def plot_reward_vs_delay(results: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Per sampler (a row): mean max reward (± CI95) and the p95 action jump at chunk switches against the
+    delay, one line per execution mode (the RTC paper's figure); the ``sync`` run is the dotted reference."""
+    bases: list[str] = []
+    for r in results:
+        base = _label(r).split("/")[0]
+        if base not in bases:
+            bases.append(base)
+    fig = Figure(figsize=(11, 3.6 * len(bases)), layout="constrained")
+    axes = fig.subplots(len(bases), 2, squeeze=False)
+    for row, base in enumerate(bases):
+        reward_ax, jump_ax = axes[row]
+        mine = [r for r in results if _label(r).split("/")[0] == base]
+        for r in mine:
+            if r.get("execution", "sync") == "sync":
+                reward_ax.axhline(r["mean_max_reward"], color="k", lw=0.8, ls=":", label="sync (no latency)")
+                within = ((r.get("smoothness") or {}).get("within") or {}).get("p95")
+                if within is not None:
+                    jump_ax.axhline(within, color="k", lw=0.8, ls=":", label="sync, within a chunk")
+        for mode, (color, marker) in MODE_STYLE.items():
+            runs = sorted((r for r in mine if r.get("execution") == mode), key=lambda r: r["delay_steps"])
+            if not runs:
+                continue
+            delays = [r["delay_steps"] for r in runs]
+            reward_ax.errorbar(
+                delays,
+                [r["mean_max_reward"] for r in runs],
+                yerr=[r.get("ci95") or 0 for r in runs],
+                fmt=f"{marker}-",
+                color=color,
+                ms=4,
+                capsize=2,
+                label=mode,
+            )
+            jumps = [((r.get("smoothness") or {}).get("switch") or {}).get("p95") for r in runs]
+            jump_ax.plot(
+                delays,
+                [j if j is not None else float("nan") for j in jumps],
+                f"{marker}-",
+                color=color,
+                ms=4,
+                label=mode,
+            )
+        reward_ax.set_title(f"{base}: reward vs inference delay")
+        reward_ax.set_xlabel("delay (control steps)")
+        reward_ax.set_ylabel("mean max reward")
+        reward_ax.legend(fontsize=7)
+        jump_ax.set_title(f"{base}: action jump at chunk switches (p95)")
+        jump_ax.set_xlabel("delay (control steps)")
+        jump_ax.set_ylabel("env units")
+        jump_ax.legend(fontsize=7)
+    return _save(fig, path)

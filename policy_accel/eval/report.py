@@ -102,6 +102,44 @@ def bench_table(results: Sequence[Mapping[str, Any]]) -> str:
     return _table(BENCH_COLUMNS, rows)
 
 
+EXECUTION_COLUMNS = (
+    "run",
+    "execution",
+    "delay (steps)",
+    "mean max reward ± CI95",
+    "success",
+    "switch jump mean / p95",
+    "within-chunk jump mean / p95",
+)
+
+
+def _jumps(stats: Mapping[str, Any] | None) -> str:
+    stats = stats or {}
+    return f"{_fmt(stats.get('mean'), 1)} / {_fmt(stats.get('p95'), 1)}"
+
+
+def execution_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """Each run's execution mode and delay (a measured one with its latency), score and the jumps between
+    consecutive commanded actions at chunk switches and within chunks (env units)."""
+    rows = []
+    for r in results:
+        delay = str(r.get("delay_steps", 0))
+        if r.get("delay_measured_ms") is not None:
+            delay += f" (measured {r['delay_measured_ms']:.0f} ms at {_fmt(r.get('control_hz'), 0)} Hz)"
+        smooth = r.get("smoothness") or {}
+        rows.append(
+            [
+                str(r.get("label") or r.get("sampler")),
+                str(r.get("execution", "sync")) + (f" g={r['rtc_guidance']:g}" if r.get("rtc_guidance") else ""),
+                delay,
+                *_score_cells(r)[1:3],
+                _jumps(smooth.get("switch")),
+                _jumps(smooth.get("within")),
+            ]
+        )
+    return _table(EXECUTION_COLUMNS, rows)
+
+
 def per_task_table(results: Sequence[Mapping[str, Any]]) -> str:
     """One row per sampler: the task-averaged success ± CI95, latency, NFE, rounds, then success per task."""
     order = family_for(results[0]).task_order if results else ()
@@ -244,6 +282,21 @@ def _bench_per_task_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def _execution_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    if all(r.get("execution", "sync") == "sync" for r in results):
+        return []
+    return [
+        "## Execution under latency",
+        "",
+        execution_table(results),
+        "",
+        "The world advances `delay` control steps during each planning (simulated clock; sync: the world waits). "
+        "Jumps are the L2 distance between consecutive commanded actions in env units, at chunk switches and "
+        "within a chunk (docs/benchmarks.md, The robot never waits).",
+        "",
+    ]
+
+
 def bench_markdown(report: Mapping[str, Any]) -> str:
     """``report.md``: the table, what the columns mean, calibrations, skips, machine, command."""
     results = report["results"]
@@ -261,6 +314,7 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
         "",
         bench_table(results),
         "",
+        *_execution_lines(results),
         *per_task,
         f"Baseline: {report.get('baseline')}. Speed-up (latency) is the baseline's chunk-latency p50 "
         "over the sampler's on this machine; speed-up (rounds) is the ratio of sequential network "

@@ -171,6 +171,7 @@ def benchmark_episodes(
     threads: int | None = None,
     execution: str | None = None,
     delay: int | None = None,
+    guidance: float | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """``bench`` on an executor: every sampler on every (task, seed) as units, then latency measured alone.
@@ -203,6 +204,7 @@ def benchmark_episodes(
             execution=execution,
             delay=delay,
             threads=threads,
+            guidance=guidance,
         )
         for entry in entries
     ]
@@ -227,8 +229,12 @@ def benchmark_episodes(
         progress=progress,
         checkpoint=checkpoint,
         compile=compile,
+        **{k: v for k, v in (("execution", execution), ("delay", delay)) if v is not None},
+        **({} if guidance is None else {"rtc_guidance": guidance}),
     )
     by_label = {r["label"]: r for r in timed["results"]}
+    for row in timed["results"]:  # a mode/delay suffix (ddim-10/rtc/d4) still names its sampler entry
+        by_label.setdefault(str(row["label"]).split("/")[0], row)
     where = run["address"] if run["executor"] == "dask" else "this process"
     results = []
     for job in jobs:

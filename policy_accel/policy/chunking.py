@@ -153,12 +153,14 @@ def rtc_target(
     Position j is step ``planned_at - first_action + j``: steps before ``planned_at`` come from the executed
     actions, later ones from ``plan``. ``hard = first_action + delay`` positions are committed (executed, or
     executing while the chunk plans); ``end`` is where the previous plan stops. Steps before the episode's
-    first action (none executed yet) take the first executed action."""
+    first action take the first executed action; committed steps the plan does not reach (a real-time loop
+    whose plan runs dry) take the last command, which the robot holds then."""
     batch, dim = plan.actions.shape[0], plan.actions.shape[2]
     target = np.zeros((batch, horizon, dim), dtype=plan.actions.dtype)
     origin = planned_at - first_action
-    end = 0
+    hard = first_action + delay
     earliest = min(executed) if executed else None
+    end = 0
     for j in range(horizon):
         step = origin + j
         if step < planned_at and step in executed:
@@ -167,12 +169,13 @@ def rtc_target(
             target[:, j] = executed[earliest]
         elif plan.covers(step):
             target[:, j] = plan.at(step)
+        elif j < hard and j > 0:  # held while the plan is dry
+            target[:, j] = target[:, j - 1]
+        elif j < hard:
+            target[:, j] = plan.actions[:, 0]
         else:
             break
         end = j + 1
-    hard = first_action + delay
-    if end < hard:
-        raise RuntimeError(f"the committed prefix ({hard} positions) is not all known (only {end}): a schedule bug")
     return target, hard, end
 
 

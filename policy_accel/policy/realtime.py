@@ -13,6 +13,7 @@ assumed delay is counted late. A planner error is raised from the next ``select_
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -38,6 +39,8 @@ from policy_accel.policy.chunking import (
     rtc_target,
 )
 from policy_accel.policy.obs_validation import checked_step
+
+SWITCH_INTERVAL_S = 1e-4  # the GIL hand-over interval while a runtime runs (restored on close)
 
 
 def _percentiles_ms(seconds: Any) -> dict[str, float | None]:
@@ -90,6 +93,10 @@ class RealTimePolicy:
         policy.__dict__["_cancel_event"] = self._cancel  # lets close() stop a solve at its next network call
         self._reset_state()
         self._all_latencies: list[float] = []
+        # The planner's Python glue between torch ops holds the GIL; with CPython's default 5 ms switch interval
+        # a control tick could wait that long for it. A short interval keeps select_action well under 1 ms.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._run, name="policy-accel-planner", daemon=True)
         self._thread.start()
 
@@ -108,6 +115,7 @@ class RealTimePolicy:
             self._wake.notify_all()
         self._cancel.set()
         self._thread.join(timeout)
+        sys.setswitchinterval(self._switch_interval)
         if self.policy.__dict__.get("_cancel_event") is self._cancel:
             self.policy.__dict__.pop("_cancel_event", None)
 
@@ -127,6 +135,8 @@ class RealTimePolicy:
         self._episode = getattr(self, "_episode", 0)
         self._history: deque[Any] = deque(maxlen=self.policy.config.n_obs_steps)
         self._plan: Plan | None = None
+        self._first_started = False
+        self._first_ready = threading.Event()
         self._executed: dict[int, np.ndarray] = {}
         self._tick = 0
         self._next_plan = 0
@@ -137,6 +147,7 @@ class RealTimePolicy:
         self._error: BaseException | None = None
         self._last: np.ndarray | None = None
         self._chunks = 0
+        self.last_tick_underrun = False  # whether the last select_action held the last command (an underrun)
         if not keep_stats:
             self._delays: Counter[int] = Counter()
             self._late = 0
@@ -173,8 +184,12 @@ class RealTimePolicy:
                 self._history.extend([batch] * cfg.n_obs_steps)
             else:
                 self._history.append(batch)
-            first = self._plan is None
+            first = self._plan is None and not self._first_started
+            wait_first = self._plan is None and not first
+            self._first_started = True
             history = self._stacked() if first else None
+        if wait_first:  # another thread is planning the first chunk
+            self._first_ready.wait()
         if first:  # the only wait on the network: nothing to execute before the first chunk
             t0 = time.perf_counter()
             chunk = self.policy.predict_action_chunk(history).cpu().numpy()
@@ -185,6 +200,7 @@ class RealTimePolicy:
                 self._plan = arrival_plan(self.strategy, None, chunk, self._tick, self._tick, cfg.first_action, 0)
                 self._chunks = 1
                 self._next_plan = self._tick + cfg.n_action_steps - self.current_delay()
+            self._first_ready.set()
         with self._wake:
             t = self._tick
             if self._result is not None:
@@ -201,7 +217,8 @@ class RealTimePolicy:
                 self._request = (self._stacked(), t, delay, self._plan, dict(self._executed), self._episode)
                 self._in_flight = True
                 self._wake.notify_all()
-            if self._plan is not None and self._plan.covers(t):
+            self.last_tick_underrun = not (self._plan is not None and self._plan.covers(t))
+            if not self.last_tick_underrun:
                 action = self._plan.at(t)
             else:  # underrun: the next chunk is not there yet; hold the last command
                 self._underruns += 1

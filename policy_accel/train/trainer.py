@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from policy_accel.data.batches import ResumableBatchSampler
 from policy_accel.data.datasets import WindowDataset
 from policy_accel.device import resolve_device
 from policy_accel.eval.families import family_for
@@ -62,11 +63,6 @@ def build_policy(cfg: DictConfig, dataset: WindowDataset) -> DiffusionPolicy:
         noise_scheduler=dict(OmegaConf.to_container(p.noise_scheduler, resolve=True)),
     )
     return DiffusionPolicy(config, dataset.fit_normalizer())
-
-
-def endless(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
-    while True:
-        yield from loader
 
 
 def append_log(run_dir: Path, record: dict[str, Any]) -> None:
@@ -150,9 +146,10 @@ def train(cfg: DictConfig) -> Path:
         tmp.replace(state_path)
         save_policy(ema.module, export_path, {**recipe, "train_steps": current_step, "train_wall_s": wall})
 
-    generator = torch.Generator().manual_seed(int(cfg.seed) + step)  # fresh shuffle order after a resume
-    loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=True, drop_last=True, generator=generator)
-    batches = endless(loader)
+    # The batch order depends on (seed, step) alone, and the loader draws nothing from the global RNG, so a
+    # resumed run sees exactly the batches (and noise) of an uninterrupted one.
+    sampler = ResumableBatchSampler(len(dataset), t.batch_size, seed=int(cfg.seed), position=step)
+    batches = iter(DataLoader(dataset, batch_sampler=sampler, generator=torch.Generator()))
     prior_wall = _previous_wall(run_dir)
     start, window_loss, window_n = time.time(), 0.0, 0
     policy.train()

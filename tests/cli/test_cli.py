@@ -218,5 +218,7 @@ def test_latency_command_measures_each_thread_count_alone_and_under_load(checkpo
     assert [(r["threads"], r["competing_processes"]) for r in rows] == [(1, 0), (1, 1)]
     assert all(r["n_chunks"] == 3 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rows)
     assert "| ddim-2 | 1 | 1 |" in capsys.readouterr().out
+    # The competitor really ran while the loaded chunks were timed: it counts its busy loops.
+    assert "competitor_loops" not in rows[0] and rows[1]["competitor_loops"] > 0
     with pytest.raises(SystemExit, match="thread_counts"):
         main(["latency", f"checkpoint={checkpoint}", "thread_counts=[0]", f"output_dir={out}"])

@@ -308,6 +308,20 @@ def test_image_dataset_layout() -> None:
     assert 0.0 <= float(item["obs"]["pixels"].min()) and float(item["obs"]["pixels"].max()) <= 1.0
     assert item["obs"]["agent_pos"].shape == (2, 2)
     assert dataset.obs_dim == 2
+    # Values, not just shapes (96 x 96 is square: an H/W transpose keeps the shape): observation step t
+    # is buffer step `start + action[t, 0] % 1000`, and its (channel, h, w) pixel is the zarr's (h, w, channel) / 255.
+    episode = int(item["action"][0, 0] // EPISODE_ID_SCALE)
+    start = 0 if episode == 0 else int(buffer.episode_ends[episode - 1])
+    for t in range(2):
+        step = start + int(item["action"][t, 0] % EPISODE_ID_SCALE)
+        for h, w in [(5, 70), (90, 1), (40, 41)]:
+            np.testing.assert_allclose(
+                item["obs"]["pixels"][t, :, h, w].numpy(), buffer["img"][step, h, w] / 255.0, rtol=1e-6
+            )
+        np.testing.assert_allclose(
+            item["obs"]["pixels"][t].numpy(), np.moveaxis(buffer["img"][step], -1, 0) / 255.0, rtol=1e-6
+        )
+        np.testing.assert_array_equal(item["obs"]["agent_pos"][t].numpy(), buffer["state"][step, :2])
 
 
 def test_train_and_val_splits_are_disjoint_and_cover_all_episodes() -> None:

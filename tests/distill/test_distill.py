@@ -141,6 +141,32 @@ def test_distill_runs_rounds_and_resumes_mid_round(tmp_path, monkeypatch):
     assert {"event": "round_done", "round": 2, "steps": 2, "checkpoint": str(paths[-1]), "steps_seen": 2} in log
 
 
+def test_a_round_resumed_mid_way_ends_with_the_weights_of_an_uninterrupted_round(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    options = dict(start_steps=8, final_steps=4, iterations=20, batch_size=16, ckpt_every=10, log_every=10)
+    (straight,) = distill(*tiny_teacher_and_dataset(), tmp_path / "straight", **options)
+    real_loss, calls = progressive.student_loss, {"n": 0}
+
+    def stop_after_checkpoint(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 10:  # iteration 11: the iteration-10 state is on disk
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(progressive, "student_loss", stop_after_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        distill(*tiny_teacher_and_dataset(), tmp_path / "resumed", **options)
+    monkeypatch.setattr(progressive, "student_loss", real_loss)
+    (resumed,) = distill(*tiny_teacher_and_dataset(), tmp_path / "resumed", **options)
+    log = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert {"event": "resume", "round": 1, "iteration": 10} in log
+    a, b = load_file(straight), load_file(resumed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs after the resume"
+
+
 def test_student_loads_as_a_sampler_of_the_policy(tmp_path):
     teacher, dataset = tiny_teacher_and_dataset()
     (path,) = distill(teacher, dataset, tmp_path / "d", start_steps=4, final_steps=2, iterations=3, batch_size=8)

@@ -29,7 +29,7 @@ from policy_accel.eval.families.metaworld_demos import (
 from policy_accel.eval.rollout import evaluate_policy
 from policy_accel.model.config import DiffusionPolicyConfig
 from policy_accel.policy.diffusion_policy import DiffusionPolicy
-from policy_accel.policy.loading import save_policy
+from policy_accel.policy.loading import load_policy, save_policy
 
 pytestmark = pytest.mark.filterwarnings("ignore:Constant.*may be too high")
 
@@ -245,7 +245,6 @@ def test_zarr_without_task_ids_is_a_clear_error(demos, tmp_path):
 
 def test_train_on_metaworld_demos_with_a_metaworld_rollout(demos, tmp_path):
     from policy_accel.cli.hydra_config import load_config
-    from policy_accel.policy.loading import load_policy
     from policy_accel.train.trainer import train
 
     run_dir = tmp_path / "run"
@@ -273,7 +272,12 @@ def test_train_on_metaworld_demos_with_a_metaworld_rollout(demos, tmp_path):
     assert policy.config.obs_type == "metaworld_state_task" and policy.config.obs_dim == 49
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     rollout = [r for r in records if r["event"] == "rollout"]
-    assert rollout and 0.0 <= rollout[0]["success_rate"] <= 1.0
+    assert [r["step"] for r in rollout] == [4]
+    # the logged score is the evaluation of the exported step-4 EMA policy on the configured seed, episode by episode
+    again = evaluate_policy(policy, "ddim-1", cfg.env, seeds=[cfg.train.rollout_seed_start], progress=False)
+    assert again["n_episodes"] == 1 and again["episodes"][0]["length"] <= 24
+    assert rollout[0]["success_rate"] == again["success_rate"] == float(again["episodes"][0]["success"])
+    assert rollout[0]["mean_max_reward"] == again["mean_max_reward"] == again["episodes"][0]["max_reward"] > 0
 
 
 # ------------------------------------------------------------------ eval / bench
@@ -302,6 +306,31 @@ def test_short_eval_reports_success_per_task():
         max_steps=12,
     )
     assert [e["max_reward"] for e in again["episodes"]] == [e["max_reward"] for e in result["episodes"]]
+
+
+def test_success_rate_is_the_mean_of_the_episodes_success_flags():
+    """The shipped MT10 teacher (2 DDIM steps) solves reach on seed 100000 within 60 steps and does not close the
+    drawer in them: the success flags, their per-task and overall means, and the episodes that end early."""
+    from helpers.paths import CHECKPOINTS
+
+    teacher = load_policy(CHECKPOINTS / "metaworld_mt10_teacher.safetensors")
+    result = evaluate_policy(
+        teacher,
+        "ddim-2",
+        {"tasks": ["reach", "drawer-close"], "obs_type": teacher.config.obs_type},
+        seeds=[100000],
+        n_envs=2,
+        progress=False,
+        max_steps=60,
+    )
+    episodes = {e["task"]: e for e in result["episodes"]}
+    assert episodes["reach"]["success"] is True and episodes["reach"]["length"] < 60  # ends at its first success
+    assert episodes["reach"]["max_reward"] == pytest.approx(10.0)  # Meta-World's reward for a reached goal
+    assert episodes["drawer-close"]["success"] is False and episodes["drawer-close"]["length"] == 60
+    assert (
+        result["per_task"]["reach"]["success_rate"] == 1.0 and result["per_task"]["drawer-close"]["success_rate"] == 0.0
+    )
+    assert result["success_rate"] == np.mean([e["success"] for e in result["episodes"]]) == 0.5
 
 
 def test_cli_eval_bench_and_profile_on_metaworld(demos, tmp_path):
@@ -401,8 +430,21 @@ def test_cli_distill_a_metaworld_teacher(demos, tmp_path):
     )
     student = sorted(run_dir.rglob("*.safetensors"))
     assert student, "no student written"
-    records = "\n".join(p.read_text() for p in run_dir.rglob("*.jsonl"))
-    assert "success_rate" in records
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    (done,) = [r for r in records if r["event"] == "round_done"]
+    assert done["eval_seeds"] == 1 and Path(done["checkpoint"]) == student[0]
+    # the logged score is the student's evaluation (as the teacher's sampler) on the first test seed, episode by episode
+    again = evaluate_policy(
+        load_policy(teacher),
+        {"name": "student", "checkpoint": done["checkpoint"]},
+        {"task": "reach", "obs_type": "metaworld_state_task", "max_episode_steps": 16},
+        seeds=[TEST_SEED_START],
+        n_envs=1,
+        progress=False,
+    )
+    assert again["n_episodes"] == 1 and again["episodes"][0]["length"] <= 16
+    assert done["success_rate"] == again["success_rate"] == float(again["episodes"][0]["success"])
+    assert done["mean_max_reward"] == again["mean_max_reward"] == again["episodes"][0]["max_reward"] > 0
     pusht_teacher = save_policy(tiny_policy(), tmp_path / "pusht.safetensors")
     with pytest.raises(SystemExit, match="teacher .*is a PushT policy"):
         main(

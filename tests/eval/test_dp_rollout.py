@@ -95,3 +95,16 @@ def test_distill_accepts_an_imported_lowdim_teacher_and_students_load_beside_it(
     assert isinstance(policy.sampler, StudentSampler) and policy.sampler.num_steps == 2
     policy.reset(seed=0)
     assert np.isfinite(policy.select_action(np.full(20, 250.0))).all()
+
+
+@needs_fixtures
+@pytest.mark.parametrize("name,env", [("hybrid_image_cnn", "pusht_image"), ("lowdim_transformer", "pusht_keypoints")])
+@pytest.mark.parametrize("execution", ["blocking", "async", "blend", "rtc"])
+def test_a_diffusion_policy_ckpt_runs_every_execution_mode(name, env, execution):
+    policy = policy_accel.load(FIXTURES / f"{name}.ckpt")
+    horizon = policy.config.horizon - policy.config.first_action - policy.config.n_action_steps
+    delay = min(2, horizon)
+    result = evaluate_policy(
+        policy, "ddim-2", env_cfg(env), [100000], progress=False, max_steps=16, execution=execution, delay=delay
+    )
+    assert result["execution"] == execution and result["delay_steps"] == delay

@@ -303,3 +303,34 @@ def test_help_documents_the_options(capsys) -> None:
             assert f"  {key} " in text, (command, key)
     main(["bench", "--help"])
     assert "latency_seeds" in capsys.readouterr().out
+
+
+def test_execution_mode_and_delay_travel_with_the_unit(policy, checkpoint, tmp_path) -> None:
+    """An episode unit carries execution and delay to the rollout: the same as the batched loop with one env."""
+    job = job_of(checkpoint, execution="blocking", delay=2)
+    result = evaluate_episodes(policy, job, SEEDS[:3], LocalExecutor(), tmp_path, progress=False)
+    batched = evaluate_policy(
+        policy, "ddim-3", ENV, SEEDS[:3], n_envs=1, progress=False, max_steps=STEPS, execution="blocking", delay=2
+    )
+    assert outcomes(result) == outcomes(batched)
+    sync = evaluate_policy(policy, "ddim-3", ENV, SEEDS[:3], n_envs=1, progress=False, max_steps=STEPS)
+    assert outcomes(result) != outcomes(sync)
+
+
+def test_cli_bench_executor_local(checkpoint, tmp_path) -> None:
+    out = tmp_path / "bench"
+    main(
+        [
+            "bench",
+            f"checkpoint={checkpoint}",
+            "samplers=[{name: ddim, num_steps: 3},{name: ddim, num_steps: 2}]",
+            "n_seeds=2",
+            "max_steps=12",
+            "latency_seeds=1",
+            "executor=local",
+            f"output_dir={out}",
+        ]
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert [r["n_episodes"] for r in report["results"]] == [2, 2]
+    assert "latency: a dedicated measurement" in (out / "report.md").read_text()

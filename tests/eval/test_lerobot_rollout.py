@@ -123,3 +123,14 @@ def test_bench_command_skips_students_of_another_teacher(keypoint_folder, tmp_pa
     printed = capsys.readouterr().out
     assert "| ddim-2 |" in printed and "| paraddim-4 |" in printed
     assert "skipping sampler" in printed and "does not fit this policy" in printed
+
+
+@pytest.mark.parametrize("which", ["image_folder", "keypoint_folder"])
+@pytest.mark.parametrize("execution", ["blocking", "async", "blend", "rtc"])
+def test_a_lerobot_folder_runs_every_execution_mode(which, execution, request):
+    policy = policy_accel.load(request.getfixturevalue(which), sampler="ddim-2")
+    result = evaluate_policy(
+        policy, None, ENV, [100000, 100001], n_envs=2, progress=False, max_steps=20, execution=execution, delay=2
+    )
+    assert result["execution"] == execution and result["delay_steps"] == 2
+    assert result["smoothness"]["switch"]["n"] >= 2

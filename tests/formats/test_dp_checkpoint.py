@@ -489,18 +489,38 @@ def test_unsupported_types_and_options_are_refused_by_name(tmp_path):
 
 
 def test_load_policy_dispatches_a_directory_to_the_lerobot_reader(tmp_path, monkeypatch):
+    """A real (small) LeRobot folder: the load goes through LeRobotFormat.read (spied on, not replaced) and the
+    policy carries LeRobot's feature names, the folder's U-Net weights and plans finite chunks."""
+    from helpers.lerobot import lerobot_unet_key, state_obs, write_policy_folder
+    from safetensors.torch import load_file
+
     from policy_accel.formats.lerobot.checkpoint import LeRobotFormat
 
-    seen = []
+    inputs = {
+        "observation.state": {"type": "STATE", "shape": [3]},
+        "observation.environment_state": {"type": "ENV", "shape": [6]},
+    }
+    folder = write_policy_folder(
+        tmp_path / "pretrained_model", inputs, action_dim=4, horizon=8, n_obs_steps=3, n_action_steps=4
+    )
+    seen, real_read = [], LeRobotFormat.read
 
     def read(self, path):
         seen.append(Path(path))
-        raise LookupError("stop after dispatch")
+        return real_read(self, path)
 
     monkeypatch.setattr(LeRobotFormat, "read", read)
-    with pytest.raises(LookupError, match="stop after dispatch"):
-        load_policy(tmp_path, sampler="ddim-4")
-    assert seen == [tmp_path]
+    policy = load_policy(folder, sampler="ddim-4")
+    assert seen == [folder]
+    assert policy.config.obs_type == "lerobot" and set(policy.config.obs_shapes) == set(inputs)
+    assert policy.config.obs_encoder["state_key"] == "observation.state"
+    assert policy.config.obs_encoder["env_state_key"] == "observation.environment_state"
+    assert (policy.config.obs_dim, policy.config.action_dim, policy.config.horizon) == (9, 4, 8)
+    folder_weights = load_file(str(folder / "model.safetensors"))
+    for key, value in policy.model.state_dict().items():
+        assert torch.equal(value, folder_weights["diffusion.unet." + lerobot_unet_key(key)]), key
+    chunk = policy.predict_action_chunk(state_obs(2, {k: v["shape"] for k, v in inputs.items()}, steps=3))
+    assert tuple(chunk.shape) == (2, 8, 4) and torch.isfinite(torch.as_tensor(chunk)).all()
 
 
 def test_project_safetensors_still_load_and_array_policies_refuse_dicts(tmp_path):

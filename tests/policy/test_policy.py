@@ -189,33 +189,83 @@ def _generated_buffer(tmp_path) -> str:
     return str(path)
 
 
-def test_training_a_few_steps_lowers_loss_and_resumes(tmp_path):
-    from policy_accel.cli.hydra_config import load_config
-    from policy_accel.train.trainer import train
+class _Interrupted(Exception):
+    """The session stops mid-run (raised in place of a training step)."""
 
+
+@pytest.fixture(scope="module")
+def interrupted_and_straight_runs(tmp_path_factory):
+    """One 60-step run straight through, and the same run stopped right after its step-30 checkpoint and resumed."""
+    from policy_accel.cli.hydra_config import load_config
+    from policy_accel.train import trainer
+
+    tmp_path = tmp_path_factory.mktemp("train")
     zarr_path = _generated_buffer(tmp_path)
-    run_dir = tmp_path / "run"
-    overrides = [
-        f"dataset.zarr_path={zarr_path}",
-        "model=unet_tiny",
-        f"run_dir={run_dir}",
-        "train.batch_size=32",
-        "train.log_every=10",
-        "train.val_every=0",
-        "train.ckpt_every=30",
-        "train.warmup_steps=5",
-        "optim.lr=3e-3",
-        "dataset.val_ratio=0.2",
-    ]
-    exported = train(load_config("train", overrides + ["train.num_steps=60"]))
-    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in records if r["event"] == "train"]
+
+    def overrides(run_dir):
+        return [
+            f"dataset.zarr_path={zarr_path}",
+            "model=unet_tiny",
+            f"run_dir={run_dir}",
+            "train.batch_size=32",
+            "train.log_every=10",
+            "train.val_every=0",
+            "train.ckpt_every=30",
+            "train.warmup_steps=5",
+            "train.rollout_every=0",
+            "train.num_steps=60",
+            "optim.lr=3e-3",
+            "dataset.val_ratio=0.2",
+        ]
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    exported = trainer.train(load_config("train", overrides(straight)))
+    real_to_device, batches = trainer.to_device, {"n": 0}
+
+    def stop_after_checkpoint(batch, device):
+        batches["n"] += 1
+        if batches["n"] > 30:  # step 31's batch: the step-30 checkpoint is on disk
+            raise _Interrupted
+        return real_to_device(batch, device)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer, "to_device", stop_after_checkpoint)
+        with pytest.raises(_Interrupted):
+            trainer.train(load_config("train", overrides(resumed)))
+    assert torch.load(resumed / "last.pt", weights_only=False)["step"] == 30
+    trainer.train(load_config("train", overrides(resumed)))
+    return exported, straight, resumed
+
+
+def _log_records(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_a_few_steps_lowers_loss_and_resumes(interrupted_and_straight_runs):
+    exported, straight, resumed = interrupted_and_straight_runs
+    losses = [r["loss"] for r in _log_records(straight) if r["event"] == "train"]
     assert losses[-1] < 0.7 * losses[0]
     assert load_policy(exported).config.obs_dim == 20
-    train(load_config("train", overrides + ["train.num_steps=70"]))
-    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert {"event": "resume", "step": 60} in records
-    assert records[-1]["step"] == 70
+    records = _log_records(resumed)
+    assert {"event": "resume", "step": 30} in records
+    assert records[-1]["step"] == 60
+    # the resumed run continues the schedule and the EMA count where the checkpoint left them
+    lr = {r["step"]: r["lr"] for r in _log_records(straight) if r["event"] == "train"}
+    assert {r["step"]: r["lr"] for r in records if r["event"] == "train" and r["step"] > 30} == {
+        step: value for step, value in lr.items() if step > 30
+    }
+    state = torch.load(resumed / "last.pt", weights_only=False)
+    assert state["step"] == 60 and int(state["ema"]["n_averaged"]) == 60
+
+
+def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_run(interrupted_and_straight_runs):
+    _, straight, resumed = interrupted_and_straight_runs
+    a = torch.load(straight / "last.pt", weights_only=False)
+    b = torch.load(resumed / "last.pt", weights_only=False)
+    for part in ("policy", "ema"):
+        assert a[part].keys() == b[part].keys()
+        for name in a[part]:
+            assert torch.equal(a[part][name], b[part][name]), f"{part}.{name} differs after the resume"
 
 
 def test_unknown_config_key_is_an_error():

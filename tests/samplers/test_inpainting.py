@@ -123,7 +123,7 @@ def test_bad_constraints_are_refused_before_any_network_call(cond):
         build_sampler({"name": "paraddim", "num_steps": 4, "window": 2}).sample(
             counting, cond, SHAPE, constraint="prefix"
         )
-    bad_strength = InpaintConstraint(torch.zeros(SHAPE), 2, torch.ones(16), torch.zeros(SHAPE), guidance=2.0)
+    bad_strength = InpaintConstraint(torch.zeros(SHAPE), 2, torch.ones(16), torch.zeros(SHAPE), guidance=-1.0)
     with pytest.raises(ValueError, match="guidance"):
         build_sampler("ddim-4").sample(counting, cond, SHAPE, constraint=bad_strength)
     assert not calls
