@@ -93,6 +93,7 @@ def run(args: list[str]) -> None:
             execution=OmegaConf.to_container(cfg.execution) if OmegaConf.is_config(cfg.execution) else cfg.execution,
             delay=OmegaConf.to_container(cfg.delay) if OmegaConf.is_config(cfg.delay) else cfg.delay,
             rtc_guidance=float(cfg.rtc_guidance),
+            rtc_span=None if cfg.rtc_span is None else int(cfg.rtc_span),
         )
     except BenchSpecError as exc:  # a bad sampler entry, or a student file that does not fit
         raise SystemExit(f"policy-accel bench: {exc}") from None

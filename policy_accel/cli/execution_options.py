@@ -1,4 +1,4 @@
-"""The ``execution``, ``delay`` and ``rtc_guidance`` options of ``eval`` and ``bench``: checked before any work.
+"""The ``execution``, ``delay``, ``rtc_guidance`` and ``rtc_span`` options of ``eval`` and ``bench``: checked before any work.
 
 ``eval`` takes one mode and one delay; ``bench`` also takes lists, crossed with every sampler entry (a delay
 sweep is one bench run). Whether a delay fits a mode depends on the checkpoint's chunk, so that check runs once
@@ -44,16 +44,27 @@ def delay_list_option(value: Any) -> str | None:
     return None if ok else "an integer number of control steps >= 0, measured, or a non-empty list of them"
 
 
+def span_option(value: Any) -> str | None:
+    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+    return None if ok else "an integer >= 0 (positions after the committed prefix) or null (the whole overlap)"
+
+
 def guidance_option(value: Any) -> str | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= MAX_GUIDANCE
     return None if ok else f"a number in [0, {MAX_GUIDANCE:g}]"
 
 
-EVAL_EXECUTION_CHECKS = {"execution": execution_option, "delay": delay_option, "rtc_guidance": guidance_option}
+EVAL_EXECUTION_CHECKS = {
+    "execution": execution_option,
+    "delay": delay_option,
+    "rtc_guidance": guidance_option,
+    "rtc_span": span_option,
+}
 BENCH_EXECUTION_CHECKS = {
     "execution": execution_list_option,
     "delay": delay_list_option,
     "rtc_guidance": guidance_option,
+    "rtc_span": span_option,
 }
 
 
@@ -75,4 +86,5 @@ def execution_kwargs(cfg: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"execution": str(cfg.execution), "delay": cfg.delay}
     if cfg.execution == "rtc":
         kwargs["guidance"] = float(cfg.rtc_guidance)
+        kwargs["span"] = None if cfg.rtc_span is None else int(cfg.rtc_span)
     return kwargs

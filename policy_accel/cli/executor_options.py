@@ -143,6 +143,7 @@ def executor_evaluate(cfg: DictConfig, checkpoint: Path, spec: Mapping[str, Any]
         execution: str | None = None,
         delay: int | str | None = None,
         guidance: float | None = None,
+        span: int | None = None,
         **other: Any,
     ) -> dict[str, Any]:
         from policy_accel.eval.executor import EpisodeJob
@@ -164,6 +165,7 @@ def executor_evaluate(cfg: DictConfig, checkpoint: Path, spec: Mapping[str, Any]
             delay=delay,
             threads=None if cfg.threads is None else int(cfg.threads),
             guidance=None if guidance is None else float(guidance),
+            span=None if execution != "rtc" else ("all" if span is None else int(span)),
         )
         executor = make_executor_from(cfg)
         return run_with_executor(
@@ -193,6 +195,7 @@ def executor_benchmark(cfg: DictConfig, output_dir: Path) -> Any:
         execution: Any = None,
         delay: Any = None,
         rtc_guidance: float | None = None,
+        rtc_span: int | None = None,
         **other: Any,
     ) -> dict[str, Any]:
         from policy_accel.eval.sweep import benchmark_episodes
@@ -228,6 +231,7 @@ def executor_benchmark(cfg: DictConfig, output_dir: Path) -> Any:
                 execution=execution,
                 delay=delay,
                 guidance=None if execution != "rtc" or rtc_guidance is None else float(rtc_guidance),
+                span=None if execution != "rtc" else ("all" if rtc_span is None else int(rtc_span)),
             ),
         )
 

@@ -23,10 +23,11 @@ from policy_accel.eval.families import family_for
 from policy_accel.eval.machine import machine_info
 from policy_accel.eval.results import add_speedups, merge_results, paired_difference
 from policy_accel.eval.rollout import evaluate_policy
-from policy_accel.policy.chunking import DEFAULT_GUIDANCE, check_execution, check_guidance
+from policy_accel.policy.chunking import DEFAULT_GUIDANCE, DEFAULT_SPAN, check_execution, check_guidance, check_span
 from policy_accel.samplers import Sampler, StudentSampler, build_sampler
 
-EXECUTION_KEYS = ("execution", "delay", "rtc_guidance")  # a bench entry's execution options (not the sampler's)
+# a bench entry's execution options (not the sampler's)
+EXECUTION_KEYS = ("execution", "delay", "rtc_guidance", "rtc_span")
 
 
 class BenchSpecError(ValueError):
@@ -45,6 +46,7 @@ class BenchEntry:
     execution: str = "sync"  # how chunks execute under latency (eval/execution.py); sync: the world waits
     delay: int | str = 0  # control steps of planning latency, or "measured" (resolved once before the rollouts)
     guidance: float = DEFAULT_GUIDANCE  # rtc's soft-guidance strength
+    span: int | None = DEFAULT_SPAN  # rtc: positions after the committed prefix it guides (None: the whole overlap)
     measured_ms: float | None = None  # the median chunk latency behind a measured delay
 
 
@@ -106,6 +108,7 @@ def prepare_samplers(
     default_execution: Any = "sync",
     default_delay: Any = 0,
     default_guidance: float = DEFAULT_GUIDANCE,
+    default_span: int | None = DEFAULT_SPAN,
 ) -> tuple[list[BenchEntry], list[dict[str, Any]]]:
     """Build every spec once; skip (and report why) entries whose weights are not there yet.
 
@@ -155,11 +158,17 @@ def prepare_samplers(
         except ValueError as exc:
             raise BenchSpecError(f"sampler {spec}: {exc}") from exc
         skipped += [{"spec": spec, "reason": note} for note in notes]
+        try:
+            span = check_span(spec.get("rtc_span", default_span))
+        except ValueError as exc:
+            raise BenchSpecError(f"sampler {spec}: {exc}") from exc
         for mode, delay, guidance in runs:
             label = variant_label(base, mode, delay, guidance, float(default_guidance))
+            if mode == "rtc" and span != default_span:
+                label += f"/s{'all' if span is None else span}"
             if any(e.label == label for e in entries):
                 raise BenchSpecError(f"two benchmark samplers are both labelled '{label}'; give one a 'label'")
-            entries.append(BenchEntry(label, spec, sampler, warm_start, compile_mode, mode, delay, guidance))
+            entries.append(BenchEntry(label, spec, sampler, warm_start, compile_mode, mode, delay, guidance, span))
     return entries, skipped
 
 
@@ -238,6 +247,7 @@ def run_benchmark(
     execution: Any = "sync",
     delay: Any = 0,
     rtc_guidance: float = DEFAULT_GUIDANCE,
+    rtc_span: int | None = DEFAULT_SPAN,
 ) -> dict[str, Any]:
     """Every sampler on every seed batch (order rotated per batch), pooled per sampler.
 
@@ -256,7 +266,7 @@ def run_benchmark(
         raise ValueError(f"n_envs and max_steps must be >= 1, got {n_envs} and {max_steps}")
     n_envs, max_steps = int(n_envs), int(max_steps)
     _check_pairs(compare)  # before the long run, not after it
-    entries, skipped = prepare_samplers(policy, samplers, compile, execution, delay, rtc_guidance)
+    entries, skipped = prepare_samplers(policy, samplers, compile, execution, delay, rtc_guidance, rtc_span)
     for entry in entries:  # compile every backend once, now, outside the timed rollouts
         policy.compile(entry.compile)
     entries, not_fitting = resolve_measured_delays(policy, entries, env_cfg, max_steps)
@@ -292,6 +302,7 @@ def run_benchmark(
                         execution=entry.execution,
                         delay=entry.delay,
                         guidance=entry.guidance,
+                        span=entry.span,
                     )
                 )
                 pbar.update()

@@ -26,6 +26,7 @@ from policy_accel.eval.results import smoothness_summary as jump_summary
 from policy_accel.policy.chunking import (
     ASYNC_MODES,
     DEFAULT_GUIDANCE,
+    DEFAULT_SPAN,
     MODES,
     Plan,
     arrival_plan,
@@ -34,6 +35,7 @@ from policy_accel.policy.chunking import (
     check_guidance,
     check_mode,
     check_policy_supports,
+    check_span,
     delay_steps,
     make_constraint,
     next_planning_step,
@@ -135,13 +137,21 @@ class DelayedExecution:
     """``blocking``, ``async``, ``blend`` or ``rtc`` with a fixed delay, on the simulated clock (one batch of
     sub-envs in lockstep: one step per :meth:`act`). Call :meth:`reset` after the policy's reset at each batch."""
 
-    def __init__(self, policy: Any, mode: str, delay: int, guidance: float = DEFAULT_GUIDANCE) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        mode: str,
+        delay: int,
+        guidance: float = DEFAULT_GUIDANCE,
+        span: int | None = DEFAULT_SPAN,
+    ) -> None:
         cfg = policy.config
         check_execution(mode, delay, cfg.horizon, cfg.first_action, cfg.n_action_steps)
         check_policy_supports(policy, mode)
         if mode == "sync":
             raise ValueError("sync runs through SyncExecution")
         self.policy, self.mode, self.delay, self.guidance = policy, mode, int(delay), check_guidance(guidance)
+        self.span = check_span(span)
         self.reset()
 
     def reset(self) -> None:
@@ -188,7 +198,7 @@ class DelayedExecution:
             constraint = None
             if self.mode == "rtc":
                 target, hard, end = rtc_target(self.plan, self.executed, t, self.delay, cfg.first_action, cfg.horizon)
-                constraint = make_constraint(self.policy, target, hard, end, self.guidance)
+                constraint = make_constraint(self.policy, target, hard, end, self.guidance, self.span)
             self.pending = (self._plan(timing, constraint), t, t + self.delay, self.chunks)
         if self.pending is not None and t == self.pending[2]:
             chunk, planned_at, arrival, chunk_id = self.pending
@@ -213,14 +223,18 @@ class DelayedExecution:
 
 
 def make_execution(
-    policy: Any, execution: str = "sync", delay: int = 0, guidance: float = DEFAULT_GUIDANCE
+    policy: Any,
+    execution: str = "sync",
+    delay: int = 0,
+    guidance: float = DEFAULT_GUIDANCE,
+    span: int | None = DEFAULT_SPAN,
 ) -> SyncExecution | DelayedExecution:
     """The executor of a mode at an integer delay (``sync`` ignores the delay: the world waits)."""
     check_mode(execution)
     delay = check_delay_value(delay, ())
     if execution == "sync":
         return SyncExecution(policy)
-    return DelayedExecution(policy, execution, int(delay), guidance)
+    return DelayedExecution(policy, execution, int(delay), guidance, span)
 
 
 __all__ = [

@@ -62,6 +62,7 @@ class EpisodeJob:
     delay: int | None = None
     threads: int | None = None
     guidance: float | None = None  # execution=rtc: the pull of the overlap toward the previous chunk
+    span: int | str | None = None  # execution=rtc: positions guided after the prefix ("all": the whole overlap)
 
     def identity(self) -> dict[str, Any]:
         """The fields an episode's result depends on (the resume fingerprint; ``threads`` is not one)."""
@@ -150,7 +151,10 @@ def _load(job: EpisodeJob) -> tuple[_Loaded, bool]:
 def rollout_options(job: EpisodeJob) -> dict[str, Any]:
     """The rollout's keyword options of a job: execution mode, delay and RTC guidance, only when set."""
     options = (("execution", job.execution), ("delay", job.delay), ("guidance", job.guidance))
-    return {k: v for k, v in options if v is not None}
+    out = {k: v for k, v in options if v is not None}
+    if job.span is not None:
+        out["span"] = None if job.span == "all" else int(job.span)
+    return out
 
 
 def run_episode(policy: Any, unit: EpisodeUnit, warm: bool, setups: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -130,7 +130,9 @@ def execution_table(results: Sequence[Mapping[str, Any]]) -> str:
         rows.append(
             [
                 str(r.get("label") or r.get("sampler")),
-                str(r.get("execution", "sync")) + (f" g={r['rtc_guidance']:g}" if r.get("rtc_guidance") else ""),
+                str(r.get("execution", "sync"))
+                + (f" g={r['rtc_guidance']:g}" if r.get("rtc_guidance") else "")
+                + (f" s={r['rtc_span']}" if r.get("rtc_span") is not None and r.get("rtc_guidance") else ""),
                 delay,
                 *_score_cells(r)[1:3],
                 _jumps(smooth.get("switch")),

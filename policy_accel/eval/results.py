@@ -229,7 +229,7 @@ def smoothness_summary(switch: Sequence[float], within: Sequence[float]) -> dict
     return {"switch": _jump_stats(switch), "within": _jump_stats(within)}
 
 
-_EXECUTION_KEYS = ("execution", "delay_steps", "delay_measured_ms", "control_hz", "rtc_guidance")
+_EXECUTION_KEYS = ("execution", "delay_steps", "delay_measured_ms", "control_hz", "rtc_guidance", "rtc_span")
 
 
 def merge_execution(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from policy_accel.eval.execution import (
 from policy_accel.eval.families import EnvFamily, Episode, ObsAdapter, RolloutSetup, family_for
 from policy_accel.eval.machine import machine_info
 from policy_accel.eval.results import EpisodeResult, Timing, episode_summary, success_rate, timing_summary
-from policy_accel.policy.chunking import DEFAULT_GUIDANCE, check_policy_supports
+from policy_accel.policy.chunking import DEFAULT_GUIDANCE, DEFAULT_SPAN, check_policy_supports
 
 
 def apply_policy_options(policy: Any, sampler: Any, warm_start: bool | None) -> Callable[[], None]:
@@ -89,12 +89,14 @@ def run_batch(
     delay: int = 0,
     jumps: JumpLog | None = None,
     guidance: float = DEFAULT_GUIDANCE,
+    span: int | None = DEFAULT_SPAN,
 ) -> tuple[list[EpisodeResult], list[list[np.ndarray]]]:
     """Run one episode per (task, seed) in parallel sub-envs until all have terminated or truncated;
     returns their records and, where ``record`` asks, their actions (for videos). ``execution`` and an
     integer ``delay`` (control steps) run the episodes under latency (:mod:`policy_accel.eval.execution`;
     ``sync``: the world waits, today's behaviour); ``jumps`` collects the commanded actions' jumps at chunk
-    switches and within chunks; ``guidance`` is ``rtc``'s soft-guidance strength."""
+    switches and within chunks; ``guidance`` is ``rtc``'s soft-guidance strength and ``span`` how many positions
+    after the committed prefix it pulls (None: the whole overlap)."""
     n = len(episodes)
     obs = adapt(vec.reset(seed=[int(seed) for _, seed in episodes])[0])
     if warm:  # throwaway chunk: first-call allocations and thread start-up are not latency
@@ -102,7 +104,7 @@ def run_batch(
         policy.select_action(obs)
     # One reseed per batch makes every batch (and so every seed list) reproducible.
     policy.reset(seed=int(episodes[0][1]))
-    executor = make_execution(policy, execution, delay, guidance)
+    executor = make_execution(policy, execution, delay, guidance, span)
     previous: np.ndarray | None = None
     done = np.zeros(n, dtype=bool)
     max_reward = np.zeros(n)
@@ -188,6 +190,7 @@ def evaluate_policy(
     execution: str = "sync",
     delay: int | str = 0,
     guidance: float = DEFAULT_GUIDANCE,
+    span: int | None = DEFAULT_SPAN,
 ) -> dict[str, Any]:
     """One episode per seed (per task and seed on multi-task families); returns a JSON-able dict of task
     scores, latencies and machine facts.
@@ -262,6 +265,7 @@ def evaluate_policy(
                         delay=int(delay),
                         jumps=jumps,
                         guidance=guidance,
+                        span=span,
                     )
                 finally:
                     vec.close()
@@ -302,6 +306,7 @@ def evaluate_policy(
         "delay_measured_ms": measured_ms,
         "control_hz": control_hz,
         "rtc_guidance": guidance if execution == "rtc" else None,
+        "rtc_span": ("all" if span is None else span) if execution == "rtc" else None,
         "smoothness": smoothness_summary(jumps),
         # raw jumps (rounded), so results over seed batches pool exactly; the bench drops them once pooled
         "action_jumps": {"switch": [round(j, 6) for j in jumps.switch], "within": [round(j, 6) for j in jumps.within]},

@@ -172,6 +172,7 @@ def benchmark_episodes(
     execution: str | None = None,
     delay: int | None = None,
     guidance: float | None = None,
+    span: int | str | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """``bench`` on an executor: every sampler on every (task, seed) as units, then latency measured alone.
@@ -205,6 +206,7 @@ def benchmark_episodes(
             delay=delay,
             threads=threads,
             guidance=guidance,
+            span=span,
         )
         for entry in entries
     ]
@@ -231,6 +233,7 @@ def benchmark_episodes(
         compile=compile,
         **{k: v for k, v in (("execution", execution), ("delay", delay)) if v is not None},
         **({} if guidance is None else {"rtc_guidance": guidance}),
+        **({} if span is None else {"rtc_span": None if span == "all" else int(span)}),
     )
     by_label = {r["label"]: r for r in timed["results"]}
     for row in timed["results"]:  # a mode/delay suffix (ddim-10/rtc/d4) still names its sampler entry

@@ -39,6 +39,10 @@ MODES = ("sync", "blocking", "async", "blend", "rtc")
 ASYNC_MODES = ("async", "blend", "rtc")
 BLEND_OLD_WEIGHT = 0.3  # LeRobot async inference's default aggregate ("weighted_average": 0.3 old + 0.7 new)
 DEFAULT_GUIDANCE = 4.0  # rtc soft-guidance strength (0: prefix replacement alone); 4 measured in docs/benchmarks.md
+# rtc: positions after the committed prefix pulled toward the previous chunk (None: the whole overlap, RTC's
+# schedule). 2 keeps the switch as smooth as the whole overlap and the reward of naive async; the whole overlap
+# commits the chunk to a stale plan and loses reward (docs/benchmarks.md, "which guidance, and why").
+DEFAULT_SPAN: int | None = 2
 
 
 class PlanningCancelled(RuntimeError):
@@ -67,6 +71,15 @@ def check_delay_value(delay: Any, words: tuple[str, ...] = ("measured",)) -> int
             f"delay must be an integer number of control steps >= 0{' or ' + choices if words else ''}, got {delay!r}"
         )
     return int(delay)
+
+
+def check_span(span: Any) -> int | None:
+    """rtc's guidance span: an integer >= 0 (positions after the committed prefix) or None (the whole overlap)."""
+    if span is None:
+        return None
+    if isinstance(span, bool) or not isinstance(span, (int, np.integer)) or span < 0:
+        raise ValueError(f"rtc guidance span must be an integer >= 0 or None (the whole overlap), got {span!r}")
+    return int(span)
 
 
 def check_guidance(guidance: Any) -> float:
@@ -180,15 +193,22 @@ def rtc_target(
 
 
 def make_constraint(
-    policy: Any, target: np.ndarray, hard: int, end: int, guidance: float = DEFAULT_GUIDANCE
+    policy: Any,
+    target: np.ndarray,
+    hard: int,
+    end: int,
+    guidance: float = DEFAULT_GUIDANCE,
+    span: int | None = DEFAULT_SPAN,
 ) -> InpaintConstraint:
     """The sampler's constraint from a target in env units: normalised like the policy's actions, with the
-    prefix noise drawn from the policy's generator (one draw per chunk: deterministic for a seed)."""
+    prefix noise drawn from the policy's generator (one draw per chunk: deterministic for a seed); ``span``
+    positions after the prefix are guided (None: the whole overlap)."""
     horizon = target.shape[1]
     device = policy.device
     normalised = policy.normalizer.normalize("action", torch.as_tensor(target, dtype=torch.float32, device=device))
     noise = standard_normal(tuple(target.shape), policy.generator, torch.float32, device)
-    return InpaintConstraint(normalised, hard, rtc_weights(hard, end, horizon).to(device), noise, float(guidance))
+    weights = rtc_weights(hard, end, horizon, span).to(device)
+    return InpaintConstraint(normalised, hard, weights, noise, float(guidance))
 
 
 def check_policy_supports(policy: Any, mode: str) -> None:

@@ -25,6 +25,7 @@ import torch
 from policy_accel.policy.chunking import (
     ASYNC_MODES,
     DEFAULT_GUIDANCE,
+    DEFAULT_SPAN,
     Plan,
     PlanningCancelled,
     arrival_plan,
@@ -33,6 +34,7 @@ from policy_accel.policy.chunking import (
     check_guidance,
     check_mode,
     check_policy_supports,
+    check_span,
     delay_steps,
     make_constraint,
     max_async_delay,
@@ -56,7 +58,8 @@ class RealTimePolicy:
 
     ``strategy``: ``"rtc"`` (real-time chunking, default), ``"async"`` or ``"blend"``. ``delay``: ``"auto"``
     (measured, the max of the last ``latency_window`` planning latencies in ticks) or a fixed number of ticks.
-    ``guidance``: RTC's soft-guidance strength. Thread-safe; observations are copied."""
+    ``guidance``: RTC's soft-guidance strength; ``guidance_span``: how many positions after the committed prefix
+    it pulls toward the previous chunk (None: the whole overlap). Thread-safe; observations are copied."""
 
     def __init__(
         self,
@@ -66,6 +69,7 @@ class RealTimePolicy:
         delay: int | str = "auto",
         latency_window: int = 5,
         guidance: float = DEFAULT_GUIDANCE,
+        guidance_span: int | None = DEFAULT_SPAN,
     ) -> None:
         if (
             isinstance(control_hz, bool)
@@ -83,6 +87,7 @@ class RealTimePolicy:
             check_execution(self.strategy, int(self.fixed_delay), cfg.horizon, cfg.first_action, cfg.n_action_steps)
         check_policy_supports(policy, self.strategy)
         self.policy, self.control_hz, self.guidance = policy, float(control_hz), check_guidance(guidance)
+        self.guidance_span = check_span(guidance_span)
         self.max_delay = max_async_delay(cfg.horizon, cfg.first_action, cfg.n_action_steps)
         self._latencies: deque[float] = deque(maxlen=latency_window)
         self._lock = threading.Lock()
@@ -255,7 +260,9 @@ class RealTimePolicy:
                     kwargs = {}
                     if self.strategy == "rtc":
                         target, hard, end = rtc_target(plan, executed, planned_at, delay, cfg.first_action, cfg.horizon)
-                        kwargs["constraint"] = make_constraint(self.policy, target, hard, end, self.guidance)
+                        kwargs["constraint"] = make_constraint(
+                            self.policy, target, hard, end, self.guidance, self.guidance_span
+                        )
                     t0 = time.perf_counter()
                     chunk = self.policy.predict_action_chunk(history, **kwargs).cpu().numpy()
                     latency = time.perf_counter() - t0

@@ -30,14 +30,19 @@ import torch
 MAX_GUIDANCE = 10.0  # the strength scales the decaying weights; each pull is clipped at 1 (the target itself)
 
 
-def rtc_weights(hard: int, end: int, horizon: int) -> torch.Tensor:
+def rtc_weights(hard: int, end: int, horizon: int, span: int | None = None) -> torch.Tensor:
     """RTC's guidance weights over a chunk of ``horizon`` positions: 1 on the committed prefix ``[0, hard)``,
     decaying exponentially over ``[hard, end)`` (the rest of the overlap with the previous chunk), 0 from
     ``end`` on (positions the previous chunk never planned). With c_i = (end - i) / (end - hard + 1), the
-    weight is c_i (e^c_i - 1) / (e - 1)."""
+    weight is c_i (e^c_i - 1) / (e - 1). ``span`` ends the decay ``span`` positions after the prefix
+    (``end = min(end, hard + span)``; ``None``: the whole overlap, RTC's own schedule)."""
     if not 0 <= hard <= horizon or not 0 <= end <= horizon:
         raise ValueError(f"need 0 <= hard ({hard}), end ({end}) <= horizon ({horizon})")
+    if span is not None and (isinstance(span, bool) or not isinstance(span, int) or span < 0):
+        raise ValueError(f"guidance span must be an integer >= 0 or None, got {span!r}")
     hard = min(hard, end)
+    if span is not None:
+        end = min(end, hard + span)
     i = torch.arange(horizon, dtype=torch.float64)
     linear = ((end - i) / (end - hard + 1)).clamp(0.0, 1.0)
     weights = linear * torch.expm1(linear) / (math.e - 1.0)

@@ -8,7 +8,7 @@ import torch
 from helpers import tiny_policy
 
 from policy_accel.cli.main import main
-from policy_accel.eval.bench import execution_variants, run_benchmark, variant_label
+from policy_accel.eval.bench import BenchSpecError, execution_variants, prepare_samplers, run_benchmark, variant_label
 from policy_accel.eval.execution import DelayedExecution, check_execution_options, make_execution
 from policy_accel.eval.results import Timing
 from policy_accel.eval.rollout import evaluate_policy
@@ -134,6 +134,8 @@ def test_bad_execution_options_fail_before_any_work(policy: DiffusionPolicy) -> 
     with pytest.raises(ValueError, match="delay=40 does not fit execution=blend"):
         run(policy, "blend", 40)
     assert run(policy, "blocking", 40)["delay_steps"] == 40  # blocking has no horizon limit
+    with pytest.raises(ValueError, match="rtc guidance span must be an integer"):
+        make_execution(policy, "rtc", 2, span=-1)
     with pytest.raises(ValueError, match="control_hz must be > 0"):
         delay_steps(0.1, 0)
 
@@ -174,6 +176,20 @@ def test_bench_crosses_modes_and_delays(policy: DiffusionPolicy) -> None:
     rtc = report["results"][1]
     assert rtc["execution"] == "rtc" and rtc["delay_steps"] == 2 and rtc["smoothness"]["switch"]["n"] > 0
     assert "action_jumps" not in rtc
+    assert rtc["rtc_span"] == 2 and report["results"][0]["rtc_span"] is None
+
+
+def test_the_guidance_span_changes_rtc_and_nothing_else(policy: DiffusionPolicy) -> None:
+    short, whole = run(policy, "rtc", 2), run(policy, "rtc", 2, span=None)
+    assert whole["rtc_span"] == "all" and short["rtc_span"] == 2
+    assert [e["max_reward"] for e in short["episodes"]] != [e["max_reward"] for e in whole["episodes"]] or (
+        short["smoothness"] != whole["smoothness"]
+    )
+    assert run(policy, "async", 2, span=None)["episodes"] == run(policy, "async", 2)["episodes"]
+    entries, _ = prepare_samplers(policy, [{"name": "ddim", "num_steps": 3, "rtc_span": None}], False, "rtc", 2)
+    assert [e.label for e in entries] == ["ddim-3/rtc/d2/sall"] and entries[0].span is None
+    with pytest.raises(BenchSpecError, match="span must be an integer"):
+        prepare_samplers(policy, [{"name": "ddim", "num_steps": 3, "rtc_span": "x"}], False, "rtc", 2)
 
 
 def test_cli_refuses_a_delay_past_the_horizon(policy: DiffusionPolicy, tmp_path, capsys) -> None:

@@ -50,6 +50,19 @@ def test_rtc_weights_follow_the_exp_schedule():
     assert rtc_weights(3, 3, 8)[3:].abs().sum() == 0  # no overlap left beyond the prefix
 
 
+def test_a_guidance_span_ends_the_decay_after_the_prefix():
+    whole, short = rtc_weights(4, 14, 16), rtc_weights(4, 14, 16, span=2)
+    assert short[:4].tolist() == [1.0] * 4 and short[6:].abs().sum() == 0 and 0 < float(short[5]) < float(short[4])
+    assert torch.equal(short, rtc_weights(4, 6, 16))  # the exp schedule over [hard, hard + span)
+    assert torch.equal(rtc_weights(4, 14, 16, span=None), whole) and torch.equal(
+        rtc_weights(4, 5, 16, span=3), rtc_weights(4, 5, 16)
+    )
+    assert rtc_weights(4, 14, 16, span=0)[4:].abs().sum() == 0  # prefix replacement alone
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="span must be an integer"):
+            rtc_weights(4, 14, 16, span=bad)
+
+
 @pytest.mark.parametrize("spec", ["ddpm-100", "ddim-10", "dpmsolver-10", "paraddpm-100", "paraddim-16"])
 def test_the_held_prefix_is_exactly_the_committed_actions(denoiser, cond, spec):
     c = constraint()
