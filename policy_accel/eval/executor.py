@@ -159,6 +159,7 @@ def rollout_options(job: EpisodeJob) -> dict[str, Any]:
 
 def run_episode(policy: Any, unit: EpisodeUnit, warm: bool, setups: dict[str, Any] | None = None) -> dict[str, Any]:
     """One episode of ``unit`` with ``policy``, alone and reseeded by its seed: its record (JSON-able)."""
+    from policy_accel.eval.execution import JumpLog
     from policy_accel.eval.families import family_for
     from policy_accel.eval.rollout import run_batch
 
@@ -170,13 +171,13 @@ def run_episode(policy: Any, unit: EpisodeUnit, warm: bool, setups: dict[str, An
         setups[setup_key] = family.setup(policy.config, dict(job.env), job.max_steps)
     setup = setups[setup_key]
     episode = (unit.task, int(unit.seed))
-    timing = Timing()
+    timing, jumps = Timing(), JumpLog()
     start = time.perf_counter()
     vec = family.make_vector_env(setup, [episode])
     try:
         adapt = family.obs_adapter(vec.single_observation_space, policy.config, setup)
         results, _ = run_batch(
-            policy, family, vec, [episode], adapt, timing, [False], warm, _NoBar(), **rollout_options(job)
+            policy, family, vec, [episode], adapt, timing, [False], warm, _NoBar(), jumps=jumps, **rollout_options(job)
         )
     finally:
         vec.close()
@@ -192,6 +193,8 @@ def run_episode(policy: Any, unit: EpisodeUnit, warm: bool, setups: dict[str, An
                 for s in timing.stats
             ],
         },
+        # the commanded actions' jumps (env units), pooled over episodes into the report's smoothness
+        "action_jumps": {"switch": [round(j, 6) for j in jumps.switch], "within": [round(j, 6) for j in jumps.within]},
         "wall_s": time.perf_counter() - start,
     }
 

@@ -35,6 +35,7 @@ from policy_accel.eval.results import (
     episode_summary,
     percentiles_ms,
     reward_summary,
+    smoothness_summary,
     success_rate,
     timing_summary,
 )
@@ -129,9 +130,21 @@ def evaluate_episodes(
         "machine": machine_info(),
         "execution": job.execution,
         "delay": job.delay,
+        "rtc_guidance": job.guidance if job.execution == "rtc" else None,
+        "rtc_span": job.span if job.execution == "rtc" else None,
+        "smoothness": pooled_smoothness(mine),
         "executor": run,
     }
     return family.summarise(result)
+
+
+def pooled_smoothness(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The action jumps of episode records pooled (``None`` when a record predates them: a resumed old log)."""
+    if not records or not all("action_jumps" in r for r in records):
+        return None
+    switch = [j for r in records for j in r["action_jumps"]["switch"]]
+    within = [j for r in records for j in r["action_jumps"]["within"]]
+    return smoothness_summary(switch, within)
 
 
 def _reward_from_episodes(
@@ -146,6 +159,7 @@ def _reward_from_episodes(
         episodes=[e.to_dict() for e in results],
         success_rate=success_rate(results),
         **{k: stats[k] for k in ("n_episodes", "mean_max_reward", "std_max_reward", "ci95", "episode_length_mean")},
+        smoothness=pooled_smoothness(records),
         latency_measurement_episodes=latency_result["n_episodes"],
         worker_latency_ms=percentiles_ms(ms for r in records for ms in r["timing"]["chunk_ms"]),
     )

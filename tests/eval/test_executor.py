@@ -317,6 +317,24 @@ def test_execution_mode_and_delay_travel_with_the_unit(policy, checkpoint, tmp_p
     assert outcomes(result) != outcomes(sync)
 
 
+def test_rtc_units_pool_their_action_jumps_as_the_batched_loop(policy, checkpoint, tmp_path) -> None:
+    """rtc with its guidance span travels with the unit, and the episodes' jumps pool into the same smoothness."""
+    job = job_of(checkpoint, execution="rtc", delay=2, guidance=4.0, span="all")
+    result = evaluate_episodes(policy, job, SEEDS[:3], LocalExecutor(), tmp_path, progress=False)
+    batched = evaluate_policy(
+        policy, "ddim-3", ENV, SEEDS[:3], n_envs=1, progress=False, max_steps=STEPS, execution="rtc", delay=2, span=None
+    )
+    assert outcomes(result) == outcomes(batched)
+    for where in ("switch", "within"):  # the records keep jumps to 1e-6 env units
+        assert result["smoothness"][where] == pytest.approx(batched["smoothness"][where], abs=1e-5)
+    assert result["smoothness"]["switch"]["n"] > 0
+    assert result["rtc_span"] == "all" and result["rtc_guidance"] == 4.0
+    short = evaluate_episodes(
+        policy, job_of(checkpoint, execution="rtc", delay=2), SEEDS[:3], LocalExecutor(), tmp_path / "s"
+    )
+    assert short["smoothness"] != result["smoothness"]  # the default span (2) is another guidance
+
+
 def test_cli_bench_executor_local(checkpoint, tmp_path) -> None:
     out = tmp_path / "bench"
     main(
