@@ -23,12 +23,13 @@ def sweep(path: str) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         base = r["label"].split("/")[0]
-        sync = by.get(base.replace("-replace-only", ""))
+        sync = by.get(base.replace("-replace-only", "").replace("-whole-overlap", ""))
         diff = paired_difference(r, sync) if sync is not None and r is not sync else None
         sm = r.get("smoothness") or {}
         sw, wi = sm.get("switch") or {}, sm.get("within") or {}
         print(
-            f"| {base} | {r.get('execution')}{' g=' + format(r['rtc_guidance'], 'g') if r.get('rtc_guidance') is not None else ''} | {r.get('delay_steps')} "
+            f"| {base} | {r.get('execution')}{' g=' + format(r['rtc_guidance'], 'g') if r.get('rtc_guidance') is not None else ''}"
+            f"{' span ' + str(r['rtc_span']) if r.get('rtc_guidance') and r.get('rtc_span') is not None else ''} | {r.get('delay_steps')} "
             f"| {fmt(r['mean_max_reward'])} ± {fmt(r['ci95'])} | {fmt(r['success_rate'], 2)} "
             f"| {'' if diff is None else fmt(diff['mean_diff']) + ' ± ' + fmt(diff['ci95'])} "
             f"| {fmt(sw.get('mean'), 1)} / {fmt(sw.get('p95'), 1)} | {fmt(wi.get('mean'), 1)} / {fmt(wi.get('p95'), 1)} |"
@@ -60,4 +61,6 @@ def robot(path: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in ("sweep", "robot"):
+        sys.exit("usage: python docs/realtime-figures/summarise_latency.py sweep|robot REPORT.json")
     {"sweep": sweep, "robot": robot}[sys.argv[1]](sys.argv[2])

@@ -115,3 +115,10 @@ def run(args: list[str]) -> None:
     if report["comparisons"]:
         print("\n" + comparison_table(report["comparisons"]))
     print(f"\nreport: {md_path}\n        {json_path}\nplots:  {scatter}\n        {boxes}")
+    disturbance = report.get("disturbance") or {}
+    if disturbance.get("verdict", "quiet") != "quiet":  # the last word, where the table's reader looks
+        named = ", ".join(disturbance.get("affected") or []) or "no sampler in particular"
+        print(
+            f"\nWARNING: this run was {disturbance['verdict']}; affected: {named}. Its latencies may be the "
+            "machine's, not the samplers' (report.md says why)"
+        )

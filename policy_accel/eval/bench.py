@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from policy_accel.device import device_info
+from policy_accel.eval.disturbance import DisturbanceMonitor, assess, tail_ratios, warning_lines
 from policy_accel.eval.execution import check_execution_options, measure_delay
 from policy_accel.eval.families import family_for
 from policy_accel.eval.machine import machine_info
@@ -257,7 +258,9 @@ def run_benchmark(
     same step count). ``compile`` is every entry's default compile backend (an entry's own
     ``compile`` key overrides it; DDPM-100 eager beside ParaDDPM compiled, say). Returns a JSON-able dict with ``results`` (one pooled result per
     sampler, in the given order), ``baseline``, ``comparisons``, ``skipped``,
-    ``batch_orders``, ``machine``, ``seeds``, ``n_envs`` and ``checkpoint``.
+    ``batch_orders``, ``machine``, ``disturbance`` (whether the machine was busy while it ran, and
+    which samplers' figures that touched: :mod:`policy_accel.eval.disturbance`), ``seeds``, ``n_envs``
+    and ``checkpoint``.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -281,7 +284,8 @@ def run_benchmark(
     parts: dict[str, list[dict[str, Any]]] = {e.label: [] for e in entries}
     orders: list[list[str]] = []
     family = family_for(env_cfg)
-    with tqdm(total=len(batches) * len(entries), desc="bench", unit="run", disable=not progress) as pbar:
+    monitor = DisturbanceMonitor()  # the machine's load while the timed rollouts run (eval/disturbance.py)
+    with monitor, tqdm(total=len(batches) * len(entries), desc="bench", unit="run", disable=not progress) as pbar:
         for index, batch in enumerate(batches):
             shift = index % len(entries)
             order = entries[shift:] + entries[:shift]
@@ -289,22 +293,23 @@ def run_benchmark(
             for entry in order:
                 pbar.set_postfix_str(f"batch {index + 1}/{len(batches)} {entry.label}")
                 policy.compile(entry.compile)  # cached: switching backends costs nothing after the first
-                parts[entry.label].append(
-                    evaluate_policy(
-                        policy,
-                        sampler=entry.sampler,
-                        env_cfg=env_cfg,
-                        seeds=batch,
-                        n_envs=n_envs,
-                        progress=False,
-                        max_steps=max_steps,
-                        warm_start=entry.warm_start,
-                        execution=entry.execution,
-                        delay=entry.delay,
-                        guidance=entry.guidance,
-                        span=entry.span,
+                with monitor.span(entry.label):
+                    parts[entry.label].append(
+                        evaluate_policy(
+                            policy,
+                            sampler=entry.sampler,
+                            env_cfg=env_cfg,
+                            seeds=batch,
+                            n_envs=n_envs,
+                            progress=False,
+                            max_steps=max_steps,
+                            warm_start=entry.warm_start,
+                            execution=entry.execution,
+                            delay=entry.delay,
+                            guidance=entry.guidance,
+                            span=entry.span,
+                        )
                     )
-                )
                 pbar.update()
 
     results = []
@@ -321,6 +326,9 @@ def run_benchmark(
         result.pop("action_jumps", None)  # pooled into "smoothness"; the raw jumps would swell the report
         results.append(result)
     add_speedups(results)
+    disturbance = assess(monitor.stop(), tail_ratios(results))
+    for line in warning_lines(disturbance):  # a disturbed run is said, never silently reported
+        print(f"bench: WARNING: {line}")
     comparisons, comparison_notes = compare_pairs(results, compare)
     for note in comparison_notes:
         print(f"bench: no comparison {note['pair']}: {note['reason']}")
@@ -332,6 +340,7 @@ def run_benchmark(
         "batch_orders": orders,
         "machine": machine_info(),
         "device": device_info(policy.device),
+        "disturbance": disturbance,
         "seeds": seeds,
         "n_envs": n_envs,
         "max_steps": max_steps,

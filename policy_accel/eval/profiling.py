@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from policy_accel.device import synchronize
+from policy_accel.eval.disturbance import DisturbanceMonitor, assess
 from policy_accel.eval.machine import machine_info
+from policy_accel.eval.report import disturbance_section
 from policy_accel.samplers import build_sampler
 from policy_accel.samplers.window_calibration import batch_cost_curve
 
@@ -84,54 +86,64 @@ def profile_samplers(
     """Per sampler: median chunk ms, network ms, overhead ms, rounds and rows per chunk over
     ``conds`` (each (1, cond_dim), normalised), best of ``repeats``; plus the cost curve."""
     shape = (1, policy.config.horizon, policy.config.action_dim)
-    curve = batch_cost_curve(policy.denoise, conds[0], shape, list(windows), timestep=50)
     rows = []
-    for spec in samplers:
-        sampler = build_sampler(spec, policy.config.noise_scheduler)
-        sampler.to(conds[0].device)  # a student's own network runs where the policy's conditioning is
-        warm = TimedDenoiser(policy.denoise)
-        with timing_own_network(sampler, TimedDenoiser(None)):
-            sampler.sample(warm, conds[0], shape, generator=torch.Generator().manual_seed(0))  # warm-up / calibration
-        totals, network, outside, rounds, evaluated = [], [], [], [], []
-        for index, cond in enumerate(conds):
-            best = None
-            for _ in range(repeats):
-                timed, own = TimedDenoiser(policy.denoise), TimedDenoiser(None)
-                with timing_own_network(sampler, own):
-                    start = time.perf_counter()
-                    out = sampler.sample(timed, cond, shape, generator=torch.Generator().manual_seed(index))
-                    total = time.perf_counter() - start
-                if best is None or total < best[0]:
-                    best = (total, timed.seconds + own.seconds, out.stats.rounds, timed.rows + own.rows)
-            totals.append(best[0])
-            network.append(best[1])
-            outside.append(best[0] - best[1])
-            rounds.append(best[2])
-            evaluated.append(best[3])
-        rows.append(
-            {
-                "sampler": sampler.name,
-                "spec": spec if isinstance(spec, (str, dict)) else str(spec),
-                "chunk_ms": 1e3 * statistics.median(totals),
-                "network_ms": 1e3 * statistics.median(network),
-                "overhead_ms": 1e3 * statistics.median(outside),
-                "rounds": statistics.mean(rounds),
-                "rows": statistics.mean(evaluated),
-                "window": getattr(sampler, "calibration", None) and sampler.calibration["window"],
-            }
-        )
+    with DisturbanceMonitor() as monitor:  # was the machine quiet meanwhile (eval/disturbance.py)
+        with monitor.span("cost curve"):
+            curve = batch_cost_curve(policy.denoise, conds[0], shape, list(windows), timestep=50)
+        for spec in samplers:
+            sampler = build_sampler(spec, policy.config.noise_scheduler)
+            with monitor.span(sampler.name):
+                rows.append(_profile_one(policy, sampler, spec, conds, shape, repeats))
     return {
         "call_cost_ms": {w: 1e3 * s for w, s in curve.items()},
         "samplers": rows,
         "threads": torch.get_num_threads(),
         "n_conds": len(conds),
         "machine": machine_info(),
+        "disturbance": assess(monitor.stop()),
+    }
+
+
+def _profile_one(
+    policy: Any, sampler: Any, spec: Any, conds: Sequence[torch.Tensor], shape: tuple[int, ...], repeats: int
+) -> dict[str, Any]:
+    """One sampler's row of :func:`profile_samplers`."""
+    sampler.to(conds[0].device)  # a student's own network runs where the policy's conditioning is
+    warm = TimedDenoiser(policy.denoise)
+    with timing_own_network(sampler, TimedDenoiser(None)):
+        sampler.sample(warm, conds[0], shape, generator=torch.Generator().manual_seed(0))  # warm-up / calibration
+    totals, network, outside, rounds, evaluated = [], [], [], [], []
+    for index, cond in enumerate(conds):
+        best = None
+        for _ in range(repeats):
+            timed, own = TimedDenoiser(policy.denoise), TimedDenoiser(None)
+            with timing_own_network(sampler, own):
+                start = time.perf_counter()
+                out = sampler.sample(timed, cond, shape, generator=torch.Generator().manual_seed(index))
+                total = time.perf_counter() - start
+            if best is None or total < best[0]:
+                best = (total, timed.seconds + own.seconds, out.stats.rounds, timed.rows + own.rows)
+        totals.append(best[0])
+        network.append(best[1])
+        outside.append(best[0] - best[1])
+        rounds.append(best[2])
+        evaluated.append(best[3])
+    return {
+        "sampler": sampler.name,
+        "spec": spec if isinstance(spec, (str, dict)) else str(spec),
+        "chunk_ms": 1e3 * statistics.median(totals),
+        "network_ms": 1e3 * statistics.median(network),
+        "overhead_ms": 1e3 * statistics.median(outside),
+        "rounds": statistics.mean(rounds),
+        "rows": statistics.mean(evaluated),
+        "window": getattr(sampler, "calibration", None) and sampler.calibration["window"],
     }
 
 
 def profile_markdown(report: dict[str, Any]) -> str:
     curve = report["call_cost_ms"]
     lines = [
+        *disturbance_section(report.get("disturbance")),
         "| rows per call | " + " | ".join(str(w) for w in curve) + " |",
         "| --- |" + " --- |" * len(curve),
         "| ms per call | " + " | ".join(f"{v:.2f}" for v in curve.values()) + " |",

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from policy_accel.eval.disturbance import quiet_line, warning_lines
 from policy_accel.eval.families import family_for
 
 COLUMNS = (
@@ -256,6 +257,26 @@ def eval_markdown(result: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- bench report
+def disturbance_section(disturbance: Mapping[str, Any] | None) -> list[str]:
+    """The warning block at the top of a report whose run was disturbed (what was seen, which samplers'
+    figures it touched), or one line saying the machine was quiet; nothing for a report without the field."""
+    if not disturbance:
+        return []
+    quiet = quiet_line(disturbance)
+    if quiet:
+        return [quiet, ""]
+    head, *rest = warning_lines(disturbance)
+    return [
+        f"> **Warning: {head}.**",
+        ">",
+        *[f"> - {line}" for line in rest],
+        ">",
+        "> Rerun on a quiet machine before quoting these latencies; the `disturbance` field of report.json "
+        "holds the measurements (docs/benchmarks.md, Benches that flag noise).",
+        "",
+    ]
+
+
 def _calibration_line(result: Mapping[str, Any]) -> str | None:
     cal = result.get("calibration")
     if not cal:
@@ -314,6 +335,7 @@ def bench_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         "# Sampler benchmark",
         "",
+        *disturbance_section(report.get("disturbance")),
         bench_table(results),
         "",
         *_execution_lines(results),
