@@ -28,7 +28,17 @@ S="$S,{name: ddpm, num_steps: 100, compile: $COMPILE}"
 S="$S,{name: ddim, num_steps: 10},{name: ddim, num_steps: 10, compile: $COMPILE}"
 S="$S,{name: paraddpm, num_steps: 100, window: auto, tolerance: 0.1}"
 S="$S,{name: paraddpm, num_steps: 100, window: auto, tolerance: 0.1, compile: $COMPILE}"
+# issue 23: large windows pay on a GPU (a batch of 32-64 rows costs about one row there)
+S="$S,{name: paraddpm, num_steps: 100, window: 32, tolerance: 0.1, label: paraddpm-100-w32}"
+S="$S,{name: paraddpm, num_steps: 100, window: 64, tolerance: 0.1, label: paraddpm-100-w64}"
+S="$S,{name: paraddpm, num_steps: 100, window: 64, tolerance: 0.1, initial_guess: student, label: paraddpm-100-w64-student}"
+S="$S,{name: paraddpm, num_steps: 100, window: 64, tolerance: 0.1, initial_guess: student, compile: $COMPILE, label: paraddpm-100-w64-student-compiled}"
+S="$S,{name: paraddim, num_steps: 16, window: 16, tolerance: 0.1, label: paraddim-16-w16}"
 S="$S,{name: student, checkpoint: checkpoints/pusht_keypoints_student_4step.safetensors}"
 S="$S,{name: student, checkpoint: checkpoints/pusht_keypoints_student_4step.safetensors, compile: $COMPILE}"
 pa bench device="$DEVICE" threads=2 n_seeds="$N_SEEDS" output_dir="$OUT/bench" compare=null "samplers=[$S]"
 pa latency device="$DEVICE" sampler=paraddpm sampler.window=8 chunks=30 competitors=1 output_dir="$OUT/latency"
+# rounds and chunk latency per window on the GPU (deterministic rounds; latencies of this card)
+"$PY" scripts/picard_rounds.py --device "$DEVICE" --windows 8,16,32,64,100 --observations "$N_SEEDS" --timing \
+  --variants picard:extrapolate,semilinear:extrapolate,semilinear:student --json "$OUT/picard_rounds.json" \
+  > "$OUT/picard_rounds.md"

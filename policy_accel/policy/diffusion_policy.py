@@ -127,7 +127,8 @@ class DiffusionPolicy(nn.Module):
     def set_sampler(self, sampler: str | Mapping[str, Any] | Sampler | SamplerLike) -> None:
         """Swap the sampler (a name, a config mapping or a sampler object, see ``build_sampler``): checked
         against this policy, moved to its device and compiled with its compile mode."""
-        built = build_sampler(sampler, self.config.noise_scheduler)
+        guess = self.__dict__.get("default_guess_checkpoint")  # initial_guess=student: the shipped student
+        built = build_sampler(sampler, self.config.noise_scheduler, default_guess_checkpoint=guess)
         cfg = self.config  # samplers with their own network (students) must share shapes and normaliser
         built.check_compatible(cfg.obs_dim, cfg.n_obs_steps, cfg.horizon, cfg.action_dim, self.normalizer)
         built.to(self.device)  # a student: its network joins the policy's device (and compile mode)

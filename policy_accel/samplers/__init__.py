@@ -27,7 +27,16 @@ from policy_accel.samplers.solvers import SOLVERS, StepSolver
 from policy_accel.samplers.student import StudentSampler
 
 ALIASES = {"picard": "paraddpm"}
-PICARD_OPTIONS = ("window", "tolerance", "max_iterations", "auto_candidates", "deadline_s", "initial_guess")
+PICARD_OPTIONS = (
+    "window",
+    "tolerance",
+    "max_iterations",
+    "auto_candidates",
+    "deadline_s",
+    "initial_guess",
+    "iteration",
+    "guess_checkpoint",
+)
 SAMPLER_KINDS = tuple(SOLVERS) + tuple(f"para{k}" for k in SOLVERS) + tuple(ALIASES) + ("student",)
 
 
@@ -52,6 +61,7 @@ def parse_sampler_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
 def build_sampler(
     spec: str | Mapping[str, Any] | Sampler | SamplerLike,
     noise_scheduler: Mapping[str, Any] | None = None,
+    default_guess_checkpoint: str | None = None,
     **overrides: Any,
 ) -> Sampler:
     """A sampler from a name (``"ddpm"``, ``"paraddim-16"``), a config mapping
@@ -61,7 +71,10 @@ def build_sampler(
     A :class:`Sampler` subclass instance is returned as is. A duck-typed object with only ``name`` and
     ``sample`` is still accepted, wrapped in a :class:`SamplerAdapter` that gives it the base class's
     defaults (no initial guess, nothing to move, compile or calibrate); subclass :class:`Sampler` to
-    override them. Anything else is a ``TypeError``."""
+    override them. Anything else is a ``TypeError``.
+
+    ``default_guess_checkpoint``: the student a Picard sampler with ``initial_guess: student`` loads when its
+    spec names no ``guess_checkpoint`` (the policy passes the shipped 1-step student of its own teacher)."""
     if not isinstance(spec, (str, Mapping)):
         sampler = as_sampler(spec)  # a TypeError for anything that is not a sampler
         if overrides:
@@ -98,6 +111,13 @@ def build_sampler(
     if parallel:
         if "auto_candidates" in picard_options and picard_options["auto_candidates"] is not None:
             picard_options["auto_candidates"] = tuple(int(w) for w in picard_options["auto_candidates"])
+        guess = picard_options.pop("guess_checkpoint", None)
+        if picard_options.get("initial_guess") == "student":
+            guess = guess or default_guess_checkpoint
+            if guess is not None:
+                picard_options["guess_sampler"] = StudentSampler.from_file(guess)
+        elif guess is not None:
+            raise ValueError("guess_checkpoint only applies with initial_guess: student")
         return PicardSampler(solver, name=label, **picard_options)
     return SequentialSampler(solver, name=label)
 

@@ -190,6 +190,46 @@ class StepSolver:
             points.append(x)
         return torch.stack(points)
 
+    def fixed_x0_tables(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gain, weight)`` vectors (N,) of the step with the clean chunk held fixed,
+        ``x_{i+1} = gain[i] x_i + weight[i] x0`` (+ noise), on ``device`` (cached): the part of each step
+        that is linear in ``x`` once the network's output is frozen (semilinear Picard, picard.py)."""
+        key = str(torch.device(device))
+        cache = self.__dict__.setdefault("_fixed_x0_tables", {})
+        if key not in cache:
+            cache[key] = (
+                torch.tensor(self._fixed_x0_gain, dtype=torch.float32, device=device),
+                torch.tensor(self._fixed_x0_weight, dtype=torch.float32, device=device),
+            )
+        return cache[key]
+
+    def extrapolate_rows(
+        self,
+        x_start: torch.Tensor,
+        start: torch.Tensor,
+        count: int,
+        x0: torch.Tensor,
+        step_noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`extrapolate` for many samples at once, each from its own step: ``x_start`` (B, T, D) at
+        step indices ``start`` (B,) long, the clean chunks ``x0`` (B, T, D), ``step_noise`` (N, B, T, D)
+        (already scaled). Returns points ``start + 1 ... start + count`` as (count, B, T, D); rows past the
+        last step repeat the clean end point (callers ignore them). No network call."""
+        gain, weight = (t.to(x_start.dtype) for t in self.fixed_x0_tables(x_start.device))
+        samples = torch.arange(x_start.shape[0], device=x_start.device)
+        points, x = [], x_start
+        for j in range(count):
+            index = start + j
+            inside = index < self.num_steps
+            step = index.clamp(max=self.num_steps - 1)
+            g, h = gain[step][:, None, None], weight[step][:, None, None]
+            nxt = g * x + h * x0
+            if step_noise is not None:
+                nxt = nxt + step_noise[step, samples]
+            x = torch.where(inside[:, None, None], nxt, x)
+            points.append(x)
+        return torch.stack(points) if points else x_start.new_empty((0, *x_start.shape))
+
 
 def _eps_to_x0(abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 1.0 / abar.sqrt(), -(1.0 - abar).sqrt() / abar.sqrt()

@@ -6,8 +6,11 @@ point k; the last point, whose step lands on a clean sample (variance 0), borrow
 before. So the returned chunk x_N is accepted within ``tolerance * sigma_N * sqrt(dim)`` of where one more
 round would put it, sigma_N = sqrt(noise_var[N-2]). Error accepted at earlier points carries forward: for the
 trained teacher, whose steps contract, the distance from the sequential sample (same noise) stays within
-that one-tolerance bound; for an untrained random net, whose steps amplify differences, within 4 times it.
-A 100x looser tolerance breaks both (and ``final_error``, the largest accepted movement of the last round
+that one-tolerance bound; for an untrained random net, whose steps amplify differences, within 4 times it
+(Picard's cumulative sum) or 8 times it (the semilinear iteration, the default: its rebuilt points carry
+the network's part of the accepted error with the step's gain taken out, ``J - g`` instead of ``J - 1``,
+which is larger where the network's output barely depends on x; measured 5-9 on this net over six noise
+seeds against Picard's 1.4-4.4, and 0.06 on the teacher). A 100x looser tolerance breaks both (and ``final_error``, the largest accepted movement of the last round
 in tolerance units, then exceeds the tolerance).
 """
 
@@ -26,7 +29,10 @@ from policy_accel.samplers.sequential import draw_noise
 SHIPPED_TOLERANCE = 0.1
 SOLVERS = [("ddpm", 100), ("ddim", 16), ("dpmsolver", 10)]
 WINDOW = 8
-AMPLIFICATION = {"teacher": 1.0, "tiny": 4.0}  # accepted error carried to the last point (see the docstring)
+# accepted error carried to the last point, per problem and iteration (see the docstring)
+AMPLIFICATION = {("teacher", "semilinear"): 1.0, ("teacher", "picard"): 1.0, ("tiny", "picard"): 4.0}
+AMPLIFICATION[("tiny", "semilinear")] = 8.0
+ITERATIONS = ("semilinear", "picard")
 
 
 @pytest.fixture(scope="module")
@@ -75,25 +81,28 @@ def _solve(problem, kind: str, steps: int, **options):
     return picard, out, _distance_in_tolerance_units(picard, out.sample, reference.sample)
 
 
+@pytest.mark.parametrize("iteration", ITERATIONS)
 @pytest.mark.parametrize("problem", ["teacher", "tiny"])
 @pytest.mark.parametrize(("kind", "steps"), SOLVERS)
-def test_picard_at_the_shipped_tolerance_stays_near_the_sequential_sample(problems, problem, kind, steps):
-    picard, out, distance = _solve(problems[problem], kind, steps)  # the default tolerance
+def test_picard_at_the_shipped_tolerance_stays_near_the_sequential_sample(problems, problem, kind, steps, iteration):
+    picard, out, distance = _solve(problems[problem], kind, steps, iteration=iteration)  # the default tolerance
     assert picard.tolerance == SHIPPED_TOLERANCE
     assert out.stats.converged and out.stats.rounds < steps  # the loose regime: the window did slide ahead
     # what the sampler reports it met: the last round's accepted points moved at most the tolerance
     assert 0.0 <= out.stats.final_error <= SHIPPED_TOLERANCE
     assert out.stats.extra["tolerance"] == SHIPPED_TOLERANCE
-    bound = AMPLIFICATION[problem] * SHIPPED_TOLERANCE
+    bound = AMPLIFICATION[(problem, iteration)] * SHIPPED_TOLERANCE
     assert distance <= bound, f"{kind}: chunk {distance:.3f} sigma_N from the sequential one, bound {bound}"
 
 
+@pytest.mark.parametrize("iteration", ITERATIONS)
 @pytest.mark.parametrize(("kind", "steps"), SOLVERS)
-def test_a_100x_looser_tolerance_breaks_the_bound_on_the_teacher(problems, kind, steps):
+def test_a_100x_looser_tolerance_breaks_the_bound_on_the_teacher(problems, kind, steps, iteration):
     """The bound above is tight enough to tell the shipped tolerance from a 100x looser one."""
-    _, out, distance = _solve(problems["teacher"], kind, steps, tolerance=100 * SHIPPED_TOLERANCE)
+    _, out, distance = _solve(problems["teacher"], kind, steps, tolerance=100 * SHIPPED_TOLERANCE, iteration=iteration)
     assert out.stats.converged
-    assert distance > AMPLIFICATION["teacher"] * SHIPPED_TOLERANCE or out.stats.final_error > SHIPPED_TOLERANCE
+    bound = AMPLIFICATION[("teacher", iteration)] * SHIPPED_TOLERANCE
+    assert distance > bound or out.stats.final_error > SHIPPED_TOLERANCE
 
 
 def test_tightening_the_tolerance_tightens_the_sample(problems):
@@ -101,6 +110,6 @@ def test_tightening_the_tolerance_tightens_the_sample(problems):
     distances = []
     for tolerance in (SHIPPED_TOLERANCE, SHIPPED_TOLERANCE / 100):
         _, out, distance = _solve(problems["teacher"], "ddpm", 100, tolerance=tolerance)
-        assert out.stats.final_error <= tolerance and distance <= AMPLIFICATION["teacher"] * tolerance
+        assert out.stats.final_error <= tolerance and distance <= AMPLIFICATION[("teacher", "semilinear")] * tolerance
         distances.append(distance)
     assert distances[1] < distances[0]

@@ -120,6 +120,8 @@ def test_picard_calibration_settings_keep_the_cache_key() -> None:
         "name": "paraddpm-10",
         "tolerance": 0.1,
         "initial_guess": "extrapolate",
+        "iteration": "semilinear",
+        "guess": None,
         "max_iterations": None,
         "candidates": [2, 4],
     }
