@@ -137,7 +137,11 @@ def prepare_samplers(
                 f"reduce-overhead, got {compile_mode!r}"
             )
         try:
-            sampler = build_sampler(options, policy.config.noise_scheduler)
+            sampler = build_sampler(
+                options,
+                policy.config.noise_scheduler,
+                default_guess_checkpoint=getattr(policy, "default_guess_checkpoint", None),
+            )
         except (ValueError, TypeError) as exc:
             raise BenchSpecError(f"sampler {spec}: {exc}") from exc
         previous = policy.sampler

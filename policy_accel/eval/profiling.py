@@ -91,7 +91,11 @@ def profile_samplers(
         with monitor.span("cost curve"):
             curve = batch_cost_curve(policy.denoise, conds[0], shape, list(windows), timestep=50)
         for spec in samplers:
-            sampler = build_sampler(spec, policy.config.noise_scheduler)
+            sampler = build_sampler(
+                spec,
+                policy.config.noise_scheduler,
+                default_guess_checkpoint=getattr(policy, "default_guess_checkpoint", None),
+            )
             with monitor.span(sampler.name):
                 rows.append(_profile_one(policy, sampler, spec, conds, shape, repeats))
     return {

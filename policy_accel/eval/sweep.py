@@ -109,7 +109,15 @@ def evaluate_episodes(
     records, run = _run("eval", [job], units, executor, output_dir, resume, progress, on_record)
     mine = [records[u.key] for u in units]
     results = episode_results(mine)
-    name = build_sampler(dict(job.sampler), policy.config.noise_scheduler).name if job.sampler else policy.sampler.name
+    name = (
+        build_sampler(
+            dict(job.sampler),
+            policy.config.noise_scheduler,
+            default_guess_checkpoint=getattr(policy, "default_guess_checkpoint", None),
+        ).name
+        if job.sampler
+        else policy.sampler.name
+    )
     run["latency_source"] = (
         "this process, one episode at a time"
         if run["executor"] == "local"
