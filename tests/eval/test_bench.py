@@ -250,3 +250,19 @@ def test_paired_difference_pairs_metaworld_episodes_by_task_and_seed() -> None:
     b = result("b", {("push", 7): 1.0, ("reach", 8): 9.0, ("reach", 7): 10.0})  # same starts, other order
     c = paired_difference(a, b)
     assert c["n_seeds"] == 3 and c["mean_diff"] == 0.0 and c["ties"] == 3 and c["success_diff"] == 0.0
+
+
+def test_a_bench_entry_with_a_student_guess_takes_the_shipped_student() -> None:
+    """``initial_guess: student`` without ``guess_checkpoint`` resolves to the student shipped beside the teacher
+    in a bench entry too (the bench builds its samplers itself), and says which option is missing elsewhere."""
+    from helpers.paths import TEACHER
+
+    from policy_accel.eval.bench import prepare_samplers
+    from policy_accel.policy.loading import load_policy
+
+    spec = {"name": "paraddpm", "num_steps": 100, "window": 32, "initial_guess": "student"}
+    entries, skipped = prepare_samplers(load_policy(TEACHER), [spec])
+    assert not skipped and isinstance(entries[0].sampler, PicardSampler)
+    assert entries[0].sampler.initial_guess == "student"
+    with pytest.raises(BenchSpecError, match="guess_checkpoint"):
+        prepare_samplers(tiny_policy("ddim-3"), [spec])
