@@ -164,10 +164,15 @@ def test_a_wall_clock_10hz_pusht_loop_with_ddpm100_never_waits() -> None:
     env.close()
     assert stats["ticks"] == ticks and stats["chunks"] >= 3
     assert stats["underruns"] == underruns
-    print(stats, np.percentile(np.asarray(call_s) * 1e3, [50, 90, 95, 99]))
-    assert float(np.percentile(np.asarray(call_s) * 1e3, 99)) < 1.0, stats
-    assert stats["planning_latency_ms"]["p50"] > 100  # it really was a slow sampler
-    print(stats)
+    calls_ms = np.asarray(call_s) * 1e3
+    planning_ms = stats["planning_latency_ms"]["p50"]
+    print(stats, np.percentile(calls_ms, [50, 90, 95, 99]), calls_ms.max())
+    assert planning_ms > 100, stats  # it really was a slow sampler
+    # No tick waited on the network: the slowest is a small fraction of one solve (a wait would be the solve).
+    assert calls_ms.max() < 0.1 * planning_ms, stats
+    # A tick costs about a millisecond at worst: p99 measured 0.4-1.0 ms here (docs/benchmarks.md, the real-time
+    # runtime); the bound leaves room for a busy CI machine's scheduling jitter, which is not the runtime's.
+    assert float(np.percentile(calls_ms, 99)) < 5.0, stats
 
 
 def test_many_threads_share_one_runtime() -> None:
