@@ -370,7 +370,8 @@ class PicardSampler(Sampler):
             if gain is None:
                 updated = start_points + increments.cumsum(0)
             else:
-                slot_gain = torch.where(valid, gain[steps], torch.ones_like(gain[steps]))[:, :, None, None]
+                window_gain = gain[steps]
+                slot_gain = torch.where(valid, window_gain, torch.ones_like(window_gain))[:, :, None, None]
                 points, x = [], start_points
                 for j in range(longest):
                     x = slot_gain[j] * x + increments[j]
@@ -383,10 +384,10 @@ class PicardSampler(Sampler):
             error = torch.where(valid, error, torch.zeros_like(error))
             rows = len(row_step)
             trajectory[row_step + 1, row_sample] = updated[slot_j, slot_a]
-            last_slot = (length_t - 1).clamp(min=0)
-            x0_slots = flat.new_zeros((longest, len(active), *shape[1:]))
-            x0_slots[slot_j, slot_a] = x0
-            last_x0[act] = x0_slots[last_slot, torch.arange(len(active), device=device)]
+            # each sample's newest clean-chunk estimate: its window's last row (rows are slot-major, see above)
+            row_of_slot = torch.empty((longest, len(active)), dtype=torch.long, device=device)
+            row_of_slot[slot_j, slot_a] = torch.arange(rows, device=device)
+            last_x0[act] = x0[row_of_slot[length_t - 1, torch.arange(len(active), device=device)]]
             rounds, rows_total = rounds + 1, rows_total + rows
 
             # One device-to-host transfer per round: where each sample slides, whether all is finite, the error kept.

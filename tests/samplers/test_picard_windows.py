@@ -13,7 +13,6 @@ import pytest
 import torch
 from helpers.paths import CHECKPOINTS, TEACHER
 
-from policy_accel.model.conditional_unet1d import ConditionalUnet1D
 from policy_accel.samplers import PicardSampler, build_sampler
 from policy_accel.samplers.base import SampleOutput, Sampler, SampleStats
 from policy_accel.samplers.inpainting import InpaintConstraint, rtc_weights
@@ -22,20 +21,6 @@ from policy_accel.samplers.solvers import DDPMSolver
 
 SHAPE = (3, 16, 2)
 STUDENT_1STEP = CHECKPOINTS / "pusht_keypoints_student_1step.safetensors"
-
-
-@pytest.fixture(scope="module")
-def denoiser():
-    torch.manual_seed(0)
-    net = ConditionalUnet1D(
-        2, global_cond_dim=8, diffusion_step_embed_dim=16, down_dims=(16, 32), kernel_size=3, n_groups=4
-    ).eval()
-    return lambda x, t, c: net(x, t, c)
-
-
-@pytest.fixture(scope="module")
-def cond():
-    return torch.randn(SHAPE[0], 8, generator=torch.Generator().manual_seed(1))
 
 
 class FixedGuess(Sampler):

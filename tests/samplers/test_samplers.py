@@ -9,26 +9,11 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from helpers.paths import TEACHER
 
-from policy_accel.model.conditional_unet1d import ConditionalUnet1D
 from policy_accel.model.config import DEFAULT_NOISE_SCHEDULER as NS
 from policy_accel.samplers import PicardSampler, SequentialSampler, build_sampler
 from policy_accel.samplers.solvers import DDIMSolver, DDPMSolver, DPMSolverPP
 
 SHAPE = (3, 16, 2)
-
-
-@pytest.fixture(scope="module")
-def denoiser():
-    torch.manual_seed(0)
-    net = ConditionalUnet1D(
-        2, global_cond_dim=8, diffusion_step_embed_dim=16, down_dims=(16, 32), kernel_size=3, n_groups=4
-    ).eval()
-    return lambda x, t, c: net(x, t, c)
-
-
-@pytest.fixture(scope="module")
-def cond():
-    return torch.randn(SHAPE[0], 8, generator=torch.Generator().manual_seed(1))
 
 
 def fake_eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
