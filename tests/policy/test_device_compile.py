@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import tiny_policy
-from helpers.paths import DP_FIXTURES
+from helpers.paths import DP_FIXTURES, needs_shared
 
 import policy_accel
 from policy_accel.cli.main import main
@@ -130,6 +130,7 @@ def test_picard_reads_the_device_once_per_round(monkeypatch):
     assert counts["other"] <= 4  # input checks before the loop and the final finiteness check after it
 
 
+@needs_shared(DP_FIXTURES / "hybrid_image_cnn.ckpt")
 def test_compiled_image_policy_encoder_and_denoiser_give_the_eager_chunk(capsys):
     """An image policy compiles its observation encoder too (run once per chunk, most of a small chunk)."""
     path = DP_FIXTURES / "hybrid_image_cnn.ckpt"
